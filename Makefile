@@ -23,7 +23,7 @@ test-fast: venv
 
 demo: venv
 	$(PY) train.py task=demo
-	$(PY) sample.py ckpt=outputs/demo/checkpoints/last.ckpt input=outputs/demo/demo_data/val/LQ gt=outputs/demo/demo_data/val/GT output=outputs/demo/restored
+	$(PY) sample.py ckpt=outputs/demo/checkpoints/last.ckpt input=data/demo/val/LQ gt=data/demo/val/GT output=outputs/demo/restored
 
 bench: venv
 	$(PY) benchmarks/sampler_quality.py --quick

@@ -153,6 +153,22 @@ class MRSDE:
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float32)
         return mu.float() + self.max_sigma * noise
 
+    def posterior_coefficients(self, t, s):
+        """Tensor form of `posterior_params`: (c_x0, c_xt, std) float64 tensors for times t > s >= 0.
+
+        mean = mu + c_x0 (x0 - mu) + c_xt (x_t - mu); std of q(x_s | x_t, x0). Broadcasts t and s.
+        """
+        t = self._as_t(t).to(torch.float64)
+        s = self._as_t(s).to(torch.float64)
+        a_t, a_s = self.alpha(t), self.alpha(s)
+        a = a_t / a_s  # transition alpha from s to t
+        v_s = -torch.expm1(-2 * self.theta_bar(s) * self.dt)  # (sigma_bar_s / s_inf)^2
+        v_t = -torch.expm1(-2 * self.theta_bar(t) * self.dt)
+        c_xt = a * v_s / v_t
+        c_x0 = a_s - c_xt * a_t
+        var = (v_s * (1 - a * a) / v_t).clamp(min=0)
+        return c_x0, c_xt, self.max_sigma * var.sqrt()
+
     def posterior_params(self, t, s):
         """Coefficients of the exact Gaussian q(x_s | x_t, x0, mu) for 0 <= s < t (Python floats).
 
@@ -162,14 +178,13 @@ class MRSDE:
         t, s = float(t), float(s)
         if not 0 <= s < t <= self.T:
             raise ValueError(f"posterior needs 0 <= s < t <= T, got s={s}, t={t}")
-        a_t, a_s = self.alpha(torch.tensor(t, dtype=torch.float64)).item(), self.alpha(torch.tensor(s, dtype=torch.float64)).item()
-        a = a_t / a_s  # transition alpha from s to t
-        v_s = 1 - a_s ** 2  # (sigma_bar_s / s_inf)^2
-        v_t = 1 - a_t ** 2
-        c_xt = a * v_s / v_t
-        c_x0 = a_s - c_xt * a_t
-        var = v_s * (1 - a * a) / v_t
-        return c_x0, c_xt, self.max_sigma * math.sqrt(max(var, 0.0))
+        c_x0, c_xt, std = self.posterior_coefficients(torch.tensor(t, dtype=torch.float64),
+                                                      torch.tensor(s, dtype=torch.float64))
+        return c_x0.item(), c_xt.item(), std.item()
+
+    def g2(self, t) -> torch.Tensor:
+        """sigma(t)^2 = 2 s_inf^2 theta(t), the squared diffusion coefficient (per unit of dt)."""
+        return 2 * self.max_sigma ** 2 * self.theta(t)
 
     def _broadcast(self, t, like: torch.Tensor):
         t = self._as_t(t).to(torch.float64)

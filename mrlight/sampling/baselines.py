@@ -45,7 +45,7 @@ def _drift(denoiser: Denoiser, out, x, mu, t: float, probability_flow: bool):
     theta = sde.theta(torch.tensor(t, dtype=torch.float64)).item()
     a, sb = denoiser.schedule_at(t)
     score = P.score_from_noise(denoiser.noise(out, x, t), sb)
-    g2 = 2 * sde.max_sigma ** 2 * theta
+    g2 = 2 * sde.max_sigma ** 2 * theta  # sde.g2(t)
     c = 0.5 if probability_flow else 1.0
     return (theta * (mu - x) - c * g2 * score) * sde.dt, g2
 
