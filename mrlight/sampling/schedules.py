@@ -42,6 +42,7 @@ def karras_t(sde: MRSDE, n: int, t_start: float, t_min: float, rho: float = 7.0)
         return torch.tensor([t_start, 0.0], dtype=torch.float64)
     i = torch.linspace(0, 1, n, dtype=torch.float64)
     t = (t_start ** (1 / rho) + i * (t_min ** (1 / rho) - t_start ** (1 / rho))) ** rho
+    t[0], t[-1] = t_start, t_min  # exact end points despite round-off
     return torch.cat([t, t.new_zeros(1)])
 
 
