@@ -1,0 +1,216 @@
+"""Run configuration: base defaults <- configs/task/<task>.yaml <- key=value arguments (OmegaConf).
+
+Every key must exist in `configs/defaults.yaml` (or be a Lightning Trainer argument under
+`trainer.*`); an unknown key is an error that names the closest valid key. Values are checked
+against the type of the default. Free-form blocks are those whose default is empty or null
+(`network.overrides`, `data.degradation`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from pathlib import Path
+from typing import Iterable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+# MRLIGHT_CONFIG_DIR points train.py / sample.py at another config tree (same layout).
+CONFIG_DIR = Path(os.environ.get("MRLIGHT_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
+
+# Keys whose value may take more than the default's type.
+MULTI_TYPED = {
+    "val.lpips": (bool, str),         # true | false | "random" (random backbone, tests only)
+    "ckpt_path": (str, type(None)),
+    "sampler.time_schedule": (str, type(None)),
+    "sampler.lambda_min": (int, float, type(None)),
+    "optim.grad_clip": (int, float, type(None)),
+    "data.val_crop": (int, type(None)),
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the key, the value and what is valid."""
+
+
+def parse_overrides(argv: Iterable[str]) -> list[str]:
+    """Check that every argument is key=value."""
+    out = []
+    for arg in argv:
+        if "=" not in arg or arg.startswith("="):
+            raise ConfigError(f"argument {arg!r} is not key=value (e.g. trainer.max_steps=100)")
+        out.append(arg[2:] if arg.startswith("--") else arg)
+    return out
+
+
+def available_tasks(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in (config_dir / "task").glob("*.yaml"))
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _trainer_args() -> list[str]:
+    from lightning.pytorch import Trainer
+
+    return [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
+
+
+def _type_name(t) -> str:
+    return {type(None): "null", str: "string", int: "integer", float: "number", bool: "boolean",
+            list: "list", dict: "mapping"}.get(t, t.__name__)
+
+
+def _check_type(key: str, default, value, origin: str) -> None:
+    if key in MULTI_TYPED:
+        allowed = MULTI_TYPED[key]
+    elif default is None:
+        return
+    elif isinstance(default, bool):
+        allowed = (bool,)
+    elif isinstance(default, int):
+        allowed = (int,)
+    elif isinstance(default, float):
+        allowed = (int, float)
+    elif isinstance(default, str):
+        allowed = (str, int, float)  # a name like 2024 parses as a number
+    elif isinstance(default, (list, ListConfig)):
+        allowed = (list, ListConfig)
+    else:
+        return
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if not ok:
+        want = " or ".join(dict.fromkeys(_type_name(t) for t in allowed if t is not ListConfig))
+        raise ConfigError(f"{key}={value!r} ({origin}): expected {want}, got {_type_name(type(value))}")
+
+
+def _raw(cfg: DictConfig, key):
+    """The value at `key` without resolving interpolations (containers stay containers)."""
+    node = cfg._get_node(key)
+    return node if isinstance(node, (DictConfig, ListConfig)) else node._value()
+
+
+def validate(schema: DictConfig, override: DictConfig, origin: str, prefix: str = "") -> None:
+    """Every key of `override` must exist in `schema` with a compatible type."""
+    for key in override.keys():
+        full = f"{prefix}{key}"
+        value = _raw(override, key)
+        if full.startswith("trainer."):
+            valid = _trainer_args()
+            if key not in valid:
+                raise ConfigError(f"unknown key {full!r} ({origin}): not an argument of lightning.Trainer"
+                                  f"{_suggest(full, [f'trainer.{v}' for v in valid])}")
+            continue
+        if key not in schema:
+            raise ConfigError(f"unknown key {full!r} ({origin}){_suggest(full, _all_keys(schema, prefix))}")
+        default = _raw(schema, key)
+        if isinstance(default, DictConfig):
+            if len(default) == 0:  # free-form block
+                continue
+            if not isinstance(value, DictConfig):
+                if value is None or isinstance(value, str) and value.startswith("${"):
+                    continue
+                raise ConfigError(f"{full}={value!r} ({origin}): expected a mapping with keys "
+                                  f"{', '.join(default.keys())}")
+            validate(default, value, origin, prefix=f"{full}.")
+        elif isinstance(value, str) and value.startswith("${"):
+            continue  # interpolation, checked after resolution
+        else:
+            _check_type(full, default, value, origin)
+
+
+def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    out = []
+    for key in cfg.keys():
+        node = _raw(cfg, key)
+        full = f"{prefix}{key}"
+        out.append(full)
+        if isinstance(node, DictConfig):
+            out.extend(_all_keys(node, f"{full}."))
+    return out
+
+
+def load_config(argv: Iterable[str] = (), config_dir: Path | str = CONFIG_DIR) -> DictConfig:
+    """Defaults <- task file <- `key=value` overrides, validated and resolved."""
+    config_dir = Path(config_dir)
+    overrides = parse_overrides(argv)
+    try:
+        base = OmegaConf.load(config_dir / "defaults.yaml")
+        cli = OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse the arguments: {err}") from None
+    validate(base, cli, "command line")
+    task = cli.get("task", base.get("task"))
+    layers = [base]
+    if task is not None:
+        task_file = config_dir / "task" / f"{task}.yaml"
+        if not task_file.is_file():
+            tasks = available_tasks(config_dir)
+            raise ConfigError(f"unknown task {task!r}: no {task_file}{_suggest(str(task), tasks)}; "
+                              f"valid: {', '.join(tasks) or '(none)'}")
+        try:
+            task_cfg = OmegaConf.load(task_file)
+        except (OmegaConfBaseException, Exception) as err:
+            raise ConfigError(f"cannot read {task_file}: {err}") from None
+        if task_cfg is not None and len(task_cfg):
+            validate(base, task_cfg, str(task_file))
+            layers.append(task_cfg)
+    layers.append(cli)
+    cfg = OmegaConf.merge(*layers)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot resolve the configuration: {err}") from None
+    check_values(cfg)
+    return cfg
+
+
+CHOICES = {
+    "objective.prediction": ("noise", "data", "velocity", "matching"),
+    "objective.loss": ("l1", "l2"),
+    "objective.t_sampling": ("continuous", "discrete"),
+    "optim.name": ("adamw", "adam", "sgd"),
+    "optim.scheduler": ("cosine", "constant"),
+    "logger.backend": ("wandb", "csv", "none"),
+    "logger.mode": ("auto", "online", "offline"),
+    "sde.schedule": ("cosine", "linear", "constant"),
+}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Enumerated and range-limited values, with the valid choices in the message."""
+    from mrlight.models import PRESETS, network_config
+    from mrlight.sampling import SAMPLERS, SOLVERS, TIME_SCHEDULES
+
+    choices = dict(CHOICES)
+    choices["network.name"] = tuple(PRESETS)
+    choices["sampler.sampler"] = tuple(SAMPLERS)
+    choices["sampler.solver"] = SOLVERS
+    for key, valid in choices.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in valid:
+            raise ConfigError(f"{key}={value!r} is not valid{_suggest(str(value), valid)}; valid: {', '.join(valid)}")
+    ts = OmegaConf.select(cfg, "sampler.time_schedule")
+    if ts is not None and ts not in TIME_SCHEDULES:
+        raise ConfigError(f"sampler.time_schedule={ts!r} is not valid; valid: {', '.join(TIME_SCHEDULES)} or null")
+    lp = OmegaConf.select(cfg, "val.lpips")
+    if lp not in (True, False, "random"):
+        raise ConfigError(f"val.lpips={lp!r} is not valid; valid: true, false, random")
+    try:
+        network_config(cfg.network.name, **dict(cfg.network.overrides or {}))
+    except ValueError as err:
+        raise ConfigError(f"network.overrides: {err}") from None
+    for key in ("val.every_n_steps", "val.max_images", "sampler.nfe", "sde.T"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}={value!r} must be >= 1")
+    if not 0 < cfg.ema.decay < 1:
+        raise ConfigError(f"ema.decay={cfg.ema.decay!r} must be in (0, 1)")
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

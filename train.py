@@ -1,0 +1,71 @@
+"""Train an MR diffusion model: `python train.py task=<name> [key=value ...]`.
+
+Config = configs/defaults.yaml <- configs/task/<task>.yaml <- key=value arguments (see
+docs/TRAINING.md). Exit codes: 0 done, 1 training failed (e.g. NaN loss), 2 bad input
+(config, data, checkpoint), 130 interrupted with Ctrl-C (a resumable checkpoint was written).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _error(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    from omegaconf import OmegaConf
+
+    from mrlight.checkpoint import CheckpointError
+    from mrlight.config import ConfigError, load_config
+    from mrlight.module import NonFiniteLossError, rank_from_env
+
+    try:
+        cfg = load_config(argv)
+    except ConfigError as err:
+        return _error(str(err))
+    rank0 = rank_from_env() == 0
+    if rank0:
+        print(OmegaConf.to_yaml(cfg), flush=True)
+    try:
+        from mrlight.data import DataError, check_data
+    except ImportError as err:
+        return _error(f"mrlight.data is not available ({err})")
+    try:
+        check_data(cfg.data)
+    except DataError as err:
+        return _error(str(err))
+
+    from mrlight.training import run
+
+    try:
+        result = run(cfg)
+    except (ConfigError, CheckpointError, DataError) as err:
+        return _error(str(err))
+    except NonFiniteLossError as err:
+        last = os.path.join(cfg.output_dir, "checkpoints", "last.ckpt")
+        kept = f"the last good checkpoint is kept: {last}" if os.path.exists(last) else "no checkpoint had been written yet"
+        return _error(f"{err}; training stopped, {kept}. Lower optim.lr, check the data, or enable optim.grad_clip.", 1)
+    if not rank0:
+        return 0
+    print(f"\nrun directory: {result.run_dir}")
+    print(f"checkpoint:    {result.last_checkpoint}")
+    if result.wandb_dir:
+        print(f"W&B run:       {result.wandb_dir}" + (" (offline: `wandb sync` it to upload)" if "offline" in result.wandb_dir else ""))
+    if result.val_metrics:
+        print("validation:    " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.val_metrics.items())))
+    if result.interrupted_at is not None:
+        print(f"interrupted at step {result.interrupted_at}; resume with: python train.py {' '.join(argv)} ckpt_path=last")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
