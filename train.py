@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = f"the last good checkpoint is kept: {last}" if os.path.exists(last) else "no checkpoint had been written yet"
         return _error(f"{err}; training stopped, {kept}. Lower optim.lr, check the data, or enable optim.grad_clip.", 1)
     if not rank0:
+        print(f"rank {rank_from_env()}: finished at step {result.global_step}", flush=True)
         return 0
     print(f"\nrun directory: {result.run_dir}")
     print(f"checkpoint:    {result.last_checkpoint}")

@@ -113,9 +113,7 @@ class MRDiffusionModule(pl.LightningModule):
 
     def _train_generator(self) -> torch.Generator:
         if self._generator is None or self._generator.device != self.device:
-            rank = self.global_rank
-            # A resumed run starts a fresh stream instead of replaying the first steps' draws.
-            seed = int(self.cfg["seed"]) + rank + 1_000_003 * int(self.global_step)
+            seed = train_seed(int(self.cfg["seed"]), self.global_rank, int(self.global_step))
             self._generator = torch.Generator(device=self.device).manual_seed(seed)
         return self._generator
 
@@ -288,6 +286,12 @@ class MRDiffusionModule(pl.LightningModule):
                 ys = [[r["psnr"] for r in rows if r["sampler"] == s] for s in series]
                 plot = wandb.plot.line_series(xs=xs, ys=ys, keys=series, title="test PSNR vs NFE", xname="NFE")
                 logger.experiment.log({"test/psnr_vs_nfe": plot})
+
+
+def train_seed(seed: int, rank: int, step: int = 0) -> int:
+    """Seed of the time/noise draws: seed + rank, so DDP ranks draw different t (DESIGN 7); a resumed
+    run (step > 0) starts a fresh stream instead of replaying the first steps' draws."""
+    return seed + rank + 1_000_003 * step
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float, cosine: bool = True):

@@ -65,6 +65,9 @@ class RunGuard(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+        if trainer.global_rank == 0:
+            print(f"training from step {trainer.global_step} to {trainer.max_steps}; Ctrl-C stops after the current "
+                  f"step with a resumable checkpoint ({self.last_path})", flush=True)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._previous is not None:

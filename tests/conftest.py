@@ -108,3 +108,13 @@ def run_script(script: str, args: list[str], env: dict, cwd: Path, timeout: int 
 
     return subprocess.run([sys.executable, str(REPO / script), *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, **kw)
+
+
+# Two shared cores: one thread per process avoids oversubscription (tests and DDP ranks run side by side).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass

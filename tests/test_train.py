@@ -1,0 +1,136 @@
+"""Training runs on the tiny CPU task: fast_dev_run per objective, W&B offline files, resume, bad input."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_script
+from mrlight.checkpoint import CheckpointError, load_checkpoint
+from mrlight.config import ConfigError
+from mrlight.module import MRDiffusionModule, NonFiniteLossError
+from mrlight.training import run
+
+
+@pytest.mark.parametrize("prediction", ["noise", "data", "velocity", "matching"])
+def test_fast_dev_run_each_objective(load_tiny, env, prediction):
+    cfg = load_tiny(f"objective.prediction={prediction}", "trainer.fast_dev_run=true")
+    result = run(cfg)
+    assert result.global_step == 1
+    for key in ("val/psnr", "val/psnr_y", "val/ssim", "val/ssim_y", "val/lpips", "val/sec_per_image"):
+        assert key in result.val_metrics and torch.isfinite(torch.tensor(result.val_metrics[key])), key
+
+
+def test_wandb_offline_run_holds_metrics_and_images(load_tiny, env, tmp_path):
+    cfg = load_tiny("logger.backend=wandb", "trainer.max_steps=2", "val.every_n_steps=2")
+    result = run(cfg)
+    wandb_dir = Path(result.wandb_dir)
+    assert wandb_dir.name.startswith("offline-run-") and wandb_dir.is_relative_to(tmp_path)
+    records = b"".join(p.read_bytes() for p in wandb_dir.glob("run-*.wandb"))  # W&B's protobuf log
+    for key in (b"val/psnr", b"val/psnr_y", b"val/ssim_y", b"val/lpips", b"train/loss", b"val/panel", b"max_steps"):
+        assert key in records, key  # metrics, image panel and the resolved config
+    assert list((wandb_dir / "files" / "media" / "images").rglob("*.png"))
+    assert list((result.run_dir / "images" / "val").glob("step0000002_*.png"))
+    assert (result.run_dir / "config.yaml").is_file()
+
+
+def test_test_stage_sweep_writes_table(load_tiny, env):
+    cfg = load_tiny("trainer.max_steps=1", "test.sweep=true", "test.sweep_nfe=[2,3]", "test.baseline_nfe=4",
+                    "test.after_fit=true", "val.lpips=false")
+    result = run(cfg)
+    rows = {(r["sampler"], r["nfe"]) for r in result.test_metrics}
+    assert rows == {("mr", 2), ("mr", 3), ("posterior", 4), ("euler", 4)}
+    table = (result.run_dir / "test_results.csv").read_text().splitlines()
+    assert table[0].startswith("sampler,nfe") and len(table) == 5
+
+
+@pytest.mark.slow
+def test_resume_continues_step_optimizer_ema_and_schedule(load_tiny, env):
+    first = run(load_tiny("trainer.max_steps=2"))
+    ckpt = load_checkpoint(first.last_checkpoint)
+    assert ckpt["global_step"] == 2 and ckpt["averaging_state"]["n_averaged"].item() == 2
+    with pytest.raises(ConfigError, match="ckpt_path=last"):  # never overwrite a run silently
+        run(load_tiny("trainer.max_steps=4"))
+    second = run(load_tiny("trainer.max_steps=4", "ckpt_path=last"))
+    assert second.global_step == 4
+    ckpt = load_checkpoint(second.last_checkpoint)
+    assert ckpt["averaging_state"]["n_averaged"].item() == 4
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 4
+    assert ckpt["optimizer_states"][0]["state"][0]["step"].item() == 4
+    # The EMA weights (state_dict) and the raw weights differ after training.
+    raw, ema = ckpt["current_model_state"], ckpt["state_dict"]
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw if k.startswith("net."))
+
+
+def test_resume_from_other_architecture_is_refused(load_tiny, env):
+    first = run(load_tiny("trainer.max_steps=1"))
+    with pytest.raises(CheckpointError, match="another architecture.*nf"):
+        run(load_tiny("ckpt_path=last", "trainer.max_steps=2", "network.overrides.nf=16"))
+    with pytest.raises(CheckpointError, match="not found"):
+        run(load_tiny(f"ckpt_path={first.run_dir}/nope.ckpt"))
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(load_tiny, env, monkeypatch):
+    original = MRDiffusionModule.model_step
+
+    def poisoned(self, batch, generator=None):
+        loss = original(self, batch, generator)
+        return loss * float("nan") if self.global_step >= 2 else loss
+
+    monkeypatch.setattr(MRDiffusionModule, "model_step", poisoned)
+    cfg = load_tiny("trainer.max_steps=6")
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        run(cfg)
+    last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+BAD_INPUT = [
+    (["optim.lrr=1"], "did you mean 'optim.lr'"),
+    (["sampler.nfe=ten"], "sampler.nfe='ten'"),
+    (["trainer.max_step=3"], "did you mean 'trainer.max_steps'"),
+    (["trainer.accelerator=gpu"], "no usable CUDA GPU"),
+    (["ckpt_path=/nonexistent/last.ckpt"], "checkpoint not found"),
+    (["task=derian"], "did you mean 'derain'"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT)
+def test_train_script_bad_input_exits_2_with_clear_message(env, tmp_path, args, message):
+    proc = run_script("train.py", ["task=tiny", f"output_dir={tmp_path / 'run'}", *args], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_script_corrupt_checkpoint(env, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x00" * 100)
+    proc = run_script("train.py", ["task=tiny", f"output_dir={tmp_path / 'run'}", f"ckpt_path={bad}"], env, tmp_path)
+    assert proc.returncode == 2 and "not a readable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_resumable_checkpoint(env, tmp_path):
+    out = tmp_path / "run"
+    args = ["task=tiny", f"output_dir={out}", "trainer.max_steps=100000", "val.every_n_steps=100000"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # wait until training runs
+        if line.startswith("training from step"):
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, rest[-2000:]
+    assert "ckpt_path=last" in rest
+    step = load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"]
+    assert step > 0
+    resumed = run_script("train.py", args[:2] + [f"trainer.max_steps={step + 2}", "ckpt_path=last"], env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == step + 2
