@@ -8,8 +8,8 @@ units. Every sampler makes exactly `nfe` network calls (heun: nfe must be odd, 2
 for the last) and keeps its state in float32 whatever the input dtype.
 
 Defaults (see docs/SAMPLERS.md for the measurements behind them): the MR Sampler's ODE solver,
-second order, data parameterization, `uniform-lambda` times with t_min = 1, order lowered on the
-final steps. The baselines default to IR-SDE's settings: nfe = T on the `linspace` grid.
+second order, data parameterization, `karras-t` times with t_min = 3, order lowered on the final
+steps, NFE 10. The baselines default to IR-SDE's settings: nfe = T on the `linspace` grid.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SOLVERS = ("ode", "sde")
 PARAMETERIZATIONS = ("noise", "data")
 
 # The MR Sampler's defaults, chosen from benchmarks/sampler_quality.py (docs/SAMPLERS.md).
-MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="uniform-lambda")
+MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=3.0)
 
 __all__ = ["sample", "SAMPLERS", "SOLVERS", "PARAMETERIZATIONS", "TIME_SCHEDULES", "MR_DEFAULTS",
            "NonFiniteError", "get_times", "dynamic_threshold"]
@@ -60,7 +60,7 @@ def _check_images(name: str, x) -> None:
 def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "mr", nfe: int | None = None,
            solver: str | None = None, order: int | None = None, parameterization: str | None = None,
            prediction: str = "noise", time_schedule: str | None = None, lambda_min: float | None = None,
-           t_min: float = 1.0, lower_order_final: bool = True, denoise_last: bool = False,
+           t_min: float | None = None, lower_order_final: bool = True, denoise_last: bool = False, final_order: int | None = None,
            thresholding: bool = False, threshold_ratio: float = 0.995, threshold_max: float = 1.5,
            x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable | None = None) -> torch.Tensor:
@@ -78,8 +78,11 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         prediction: what the network predicts: "noise", "data" or "velocity".
         time_schedule: one of `TIME_SCHEDULES` (default "uniform-lambda" for mr, "linspace" otherwise).
         lambda_min: start where lambda(t) = lambda_min if lambda(T) is smaller (numerical stability).
-        t_min: last positive time of the `uniform-lambda` and `karras-t` schedules.
-        lower_order_final: cap the MR order by the number of steps left.
+        t_min: last positive time of the `uniform-lambda` and `karras-t` schedules (default 3).
+        lower_order_final: cap the MR order by the number of steps left (DPM-Solver's rule).
+        final_order: order of the step into t = 0 (default: `order`). The data form is first order
+            there (its exact limit is x0_hat); the noise form uses its finite lambda -> inf limit, or
+            with `lower_order_final=True` a multistep polynomial in u = sigma_bar / alpha.
         denoise_last: return x0_hat of the last evaluation instead of the last solver step.
         thresholding: dynamic thresholding of x0_hat (data parameterization).
         x_T: the starting state; None draws N(mu, max_sigma^2) from `generator`.
@@ -134,13 +137,16 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
             raise ValueError(f"x_T and mu must have the same shape, got {tuple(x_T.shape)} and {tuple(mu.shape)}")
         x = x_T.to(device=mu.device, dtype=torch.float32)
 
+    if t_min is None:
+        t_min = MR_DEFAULTS["t_min"]
     steps = (nfe + 1) // 2 if sampler == "heun" else nfe
     times = get_times(time_schedule, sde, steps, lambda_min=lambda_min, t_min=t_min)
     denoiser = Denoiser(model_fn, mu, sde, prediction, thresholding, threshold_ratio, threshold_max)
     opts = dict(generator=generator, callback=callback)
     if is_mr:
         opts.update(solver=solver, order=order, parameterization=parameterization,
-                    lower_order_final=lower_order_final, denoise_last=denoise_last)
+                    lower_order_final=lower_order_final, denoise_last=denoise_last,
+                    final_order=order if final_order is None else final_order)
     elif sampler in ("euler", "heun"):
         opts.update(solver=solver)
     out = SAMPLERS[sampler](denoiser, x, mu, times, **opts)

@@ -18,9 +18,12 @@ third-order term (borrowed from DPM-Solver++(3M)) carries half of the exact I_2 
 which `benchmarks/sampler_quality.py` shows costs it its third order.
 
 Numerical care (DESIGN section 4, "known traps"):
-- The step into t = 0 has lambda_t = +inf. Its exact first-order limit is x0_hat for the data
-  form; it is always taken with order 1 and never divides by h. Products like sb_t e^h are
-  formed as alpha_t sb_s / alpha_s, so nothing overflows.
+- The step into t = 0 has lambda_t = +inf. In lambda only the first-order step has a finite
+  limit there (x0_hat for the data form); products like sb_t e^h are formed as
+  alpha_t sb_s / alpha_s, so nothing overflows and nothing divides by h. With `final_order` > 1
+  the step is instead taken in u = sigma_bar / alpha, where t = 0 is the finite point u = 0 and a
+  multistep polynomial for eps integrates exactly (`final_step_weights`); on `linspace`, whose
+  last step is long, this lowers W1 by up to 30% at NFE 5 (docs/SAMPLERS.md).
 - `lower_order_final` caps the order by the number of steps left, as DPM-Solver does, because
   the ratio h_prev / h shrinks near t = 0 and multistep extrapolation amplifies noise there.
 """
@@ -109,7 +112,7 @@ def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], 
         cmu = 1 - cx
         scale = 1.0 if solver == "ode" else 2.0
         if final:
-            base, C = -scale, [E - sb_t]  # sb_t (e^h - 1) at h = inf
+            base, C = -scale, [E]  # sb_t (e^h - 1) -> alpha_t sb_s / alpha_s as sb_t -> 0
         else:
             base, C = -scale * sb_t, _phi("J", h, k)
         std = 0.0 if solver == "ode" else math.sqrt(max(E * E - sb_t * sb_t, 0.0))
@@ -118,10 +121,25 @@ def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], 
     return cx, cmu, w, std
 
 
+def final_step_weights(us: list[float]) -> list[float]:
+    """W_j with int_0^{u_0} p(u) du = sum_j W_j eps_j, p the polynomial through (u_j, eps_j).
+
+    The step into t = 0 in the variable u = sigma_bar / alpha = e^{-lambda}, where the PF-ODE reads
+    d((x - mu) / alpha) / du = eps (Song et al., DDIM, 2021; Karras et al., 2022) and t = 0 is the
+    finite point u = 0; a multistep polynomial in u therefore integrates to t = 0 at any order.
+    """
+    k = len(us)
+    V = torch.tensor([[u ** p for p in range(k)] for u in us], dtype=torch.float64)
+    # coefficient c_p of u^p in p(u) = sum_j eps_j L_j(u): rows of V^{-1}
+    Vinv = torch.linalg.inv(V)
+    integ = torch.tensor([us[0] ** (p + 1) / (p + 1) for p in range(k)], dtype=torch.float64)
+    return (integ @ Vinv).tolist()
+
+
 @torch.no_grad()
 def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torch.Tensor, *,
               solver: str = "ode", order: int = 2, parameterization: str = "data",
-              lower_order_final: bool = True, denoise_last: bool = False,
+              lower_order_final: bool = True, denoise_last: bool = False, final_order: int = 1,
               generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
     """MR Sampler (Li et al., ICLR 2025): multistep exponential integrator, len(times)-1 NFE."""
     sde = denoiser.sde
@@ -131,6 +149,8 @@ def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torc
     n = len(times) - 1
     hist_q: list[torch.Tensor] = []
     hist_lam: list[float] = []
+    hist_eps: list[torch.Tensor] = []  # noise predictions of the last steps, for the step into t = 0
+    ends_at_zero = sb_all[-1] == 0.0
     for i in range(n):
         s, t = times[i].item(), times[i + 1].item()
         out = denoiser(x, s, i)
@@ -139,14 +159,25 @@ def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torc
         hist_q.insert(0, q)
         hist_lam.insert(0, lam_all[i])
         del hist_q[order:], hist_lam[order:]
-        if denoise_last and i == n - 1:
+        last = i == n - 1
+        if ends_at_zero and final_order > 1 and i >= n - final_order:
+            hist_eps.insert(0, q if parameterization == "noise" else denoiser.noise(out, x, s))
+        if denoise_last and last:
             x = x0_hat
+        elif ends_at_zero and last and len(hist_eps) > 1:
+            # The step into t = 0 in u = e^{-lambda}: (x - mu) / alpha at u = 0 minus the integral of
+            # the eps polynomial through the last k predictions (alpha(0) = 1).
+            us = [math.exp(-lam) for lam in lam_all[n - len(hist_eps):n][::-1]]
+            x_new = mu + (x - mu) / a_all[i]
+            for e, w in zip(hist_eps, final_step_weights(us)):
+                x_new.add_(e, alpha=-w)
+            x = x_new
         else:
             k = len(hist_q)
             if lower_order_final:
                 k = min(k, n - i)
             if sb_all[i + 1] == 0.0:
-                k = 1
+                k = 1  # lambda = inf: only the first-order step has a finite limit in both forms
             cx, cmu, w, std = mr_step_coefficients(solver, parameterization, hist_lam[:k], lam_all[i + 1],
                                                    a_all[i], a_all[i + 1], sb_all[i], sb_all[i + 1])
             x_new = x * cx

@@ -1,0 +1,90 @@
+"""Sampler overhead: wall time of `sample(nfe=N)` divided by the time of N bare network calls.
+
+The network is a plain conv net sized to take about 30 ms per call on the machine's CPU (the
+issue's yardstick); the calls it is compared with see the same input shape. Timings are
+interleaved and the median of several repeats is reported, so the ratio is measured in one run
+on one machine (shared machines are noisy; compare ratios, not seconds).
+
+    python benchmarks/sampler_overhead.py           # NFE 5, 10, 20; 7 repeats
+    python benchmarks/sampler_overhead.py --quick   # NFE 10; 3 repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from mrlight.sampling import sample
+from mrlight.sde import MRSDE
+
+
+class ConvNet(nn.Module):
+    def __init__(self, width: int = 48, depth: int = 6):
+        super().__init__()
+        layers = [nn.Conv2d(6, width, 3, padding=1), nn.SiLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.SiLU()]
+        layers += [nn.Conv2d(width, 3, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x, mu, t):
+        return self.body(torch.cat([x - mu, mu], 1)) * 0.01
+
+
+def calibrate(net, size: int, target_ms: float) -> int:
+    """Image side giving about target_ms per call."""
+    for _ in range(4):
+        x = torch.rand(1, 3, size, size)
+        with torch.no_grad():
+            net(x, x, torch.zeros(1))
+            t0 = time.perf_counter()
+            for _ in range(3):
+                net(x, x, torch.zeros(1))
+            ms = (time.perf_counter() - t0) / 3 * 1e3
+        size = max(32, int(round(size * (target_ms / ms) ** 0.5 / 8)) * 8)
+    return size
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--target-ms", type=float, default=30.0)
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    net = ConvNet().eval()
+    size = calibrate(net, 128, a.target_ms)
+    sde = MRSDE()
+    mu = torch.rand(1, 3, size, size)
+    nfes = [10] if a.quick else [5, 10, 20]
+    repeats = 3 if a.quick else 7
+    configs = [("mr ode-2 data (default)", dict(sampler="mr")),
+               ("mr ode-3 noise", dict(sampler="mr", order=3, parameterization="noise")),
+               ("mr sde-2 data", dict(sampler="mr", solver="sde", order=2)),
+               ("posterior", dict(sampler="posterior")),
+               ("euler", dict(sampler="euler"))]
+    print(f"conv net, input 1x3x{size}x{size}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| sampler | NFE | bare calls (ms) | sample() (ms) | ratio |")
+    print("|---|---|---|---|---|")
+    for nfe in nfes:
+        for name, cfg in configs:
+            bare, full = [], []
+            for r in range(repeats):
+                x = torch.rand_like(mu)
+                with torch.no_grad():
+                    t0 = time.perf_counter()
+                    for _ in range(nfe):
+                        net(x, mu, torch.full((1,), 50.0))
+                    bare.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                sample(net, mu, sde, nfe=nfe, generator=torch.Generator().manual_seed(r), **cfg)
+                full.append(time.perf_counter() - t0)
+            b, f = statistics.median(bare), statistics.median(full)
+            print(f"| {name} | {nfe} | {b * 1e3:.1f} | {f * 1e3:.1f} | {f / b:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
