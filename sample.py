@@ -91,6 +91,17 @@ def _check_paths(inputs: list[Path], input_arg: Path, output: Path, gt: Path | N
     return pairs
 
 
+def _dry_run(restorer, sampler: dict) -> None:
+    import torch
+
+    from mrlight.module import sampler_options
+    from mrlight.sampling import sample
+
+    mu = torch.zeros(1, 3, 8, 8)
+    sample(lambda x, m, t: torch.zeros_like(x), mu, restorer.sde, prediction=restorer.prediction,
+           **sampler_options(sampler))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or any(a in ("-h", "--help") for a in argv):
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         restorer = Restorer.from_checkpoint(str(args.ckpt), device=device, seed=int(args.seed))
         args = parse(argv, sampler_defaults=restorer.sampler)
         lp = lpips_mode(args.lpips)
+        _dry_run(restorer, dict(args.sampler))  # bad sampler.* values fail before any file is written
     except (ConfigError, CheckpointError, DataError, ValueError) as err:
         return _error(str(err))
 
