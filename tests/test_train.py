@@ -1,5 +1,6 @@
 """Training runs on the tiny CPU task: fast_dev_run per objective, W&B offline files, resume, bad input."""
 
+import math
 import signal
 import subprocess
 import sys
@@ -38,10 +39,18 @@ def test_wandb_offline_run_holds_metrics_and_images(load_tiny, env, tmp_path):
     assert (result.run_dir / "config.yaml").is_file()
 
 
+def test_bf16_mixed_and_channels_last(load_tiny, env):
+    cfg = load_tiny("trainer.fast_dev_run=true", "trainer.precision=bf16-mixed", "channels_last=true")
+    result = run(cfg)
+    assert result.global_step == 1 and math.isfinite(result.val_metrics["val/psnr"])
+
+
 def test_test_stage_sweep_writes_table(load_tiny, env):
     cfg = load_tiny("trainer.max_steps=1", "test.sweep=true", "test.sweep_nfe=[2,3]", "test.baseline_nfe=4",
-                    "test.after_fit=true", "val.lpips=false")
+                    "test.after_fit=true", "val.lpips=false", "logger.backend=wandb")
     result = run(cfg)
+    media = Path(result.wandb_dir) / "files" / "media" / "table" / "test"
+    assert list(media.glob("sweep_*.table.json")) and list(media.glob("psnr_vs_nfe_*.table.json"))
     rows = {(r["sampler"], r["nfe"]) for r in result.test_metrics}
     assert rows == {("mr", 2), ("mr", 3), ("posterior", 4), ("euler", 4)}
     table = (result.run_dir / "test_results.csv").read_text().splitlines()
