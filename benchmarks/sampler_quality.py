@@ -156,6 +156,15 @@ def main(argv=None):
         within = sum(m <= o + 2 * floor for m, o in pairs)
         worst = max(m / o for m, o in pairs)
         print(f"| {n} | {len(pairs)} | {wins} | {within} | {worst:.2f} |")
+    print("\nConfigurations (NFE <= 20) where mrlight is worse than the official rules by more than 2 x floor:\n")
+    print("| solver | order | param | schedule | NFE | mrlight W1 | official W1 | verdict |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k, v in theirs.items():
+        for n in [n for n in nfes if n <= 20]:
+            m = mine[("mrlight",) + k[1:]][n]
+            if m > v[n] + 2 * floor:
+                verdict = "both diverged (> 0.1)" if v[n] > 0.1 else "official better"
+                print("| " + " | ".join(k[2:]) + f" | {n} | {m:.4f} | {v[n]:.4f} | {verdict} |")
     base = pivot(rows, nfes, {"baseline"})
     post100 = base.get(("baseline", "posterior", "sde", "", "", "linspace"), {}).get(100)
     for n in (5, 10, 20):
