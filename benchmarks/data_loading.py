@@ -8,6 +8,9 @@ Three measurements in one run, at the task's patch and batch size and default wo
      (noise objective, L1), i.e. what training consumes;
   3. both together: the training step fed by the loader, as in `train.py` (workers and the step
      share the CPU cores). Loading keeps up when (3) is close to (2).
+Wall-clock rates move with whatever else runs on the machine, so the CPU time of one batch
+(loaded in the main process, num_workers=0) and of one step is printed too: their ratio is
+what two cores must share, and it barely depends on the machine's load.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -47,6 +51,22 @@ def make_step(cfg):
         return loss
 
     return step
+
+
+def workers_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this process's children (the loader workers); Linux only."""
+    try:
+        total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():  # parent pid
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        return total
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def rate(count: int, seconds: float) -> float:
@@ -83,6 +103,7 @@ def main() -> None:
     # Alternate short blocks of (2) and (3) so that drifting background load hits both alike.
     alone = fed = 0.0
     block = 5
+    workers_before = workers_cpu_seconds()
     for _ in range(max(args.steps // block, 1)):
         start = time.perf_counter()
         for _ in range(block):
@@ -93,12 +114,31 @@ def main() -> None:
             step(next(batches))
         fed += time.perf_counter() - start
     done = max(args.steps // block, 1) * block
+    workers_after = workers_cpu_seconds()
+    workers_cpu = None if workers_before is None or workers_after is None else (workers_after - workers_before) / done
     step_rate, fed_rate = rate(done, alone), rate(done, fed)
+
+    # CPU cost of a batch, in-process, and of a step (process_time ignores waiting for the CPU)
+    single = build_datamodule(OmegaConf.merge(data, {"num_workers": 0}), seed=0).train_dataloader()
+    single_batches = iter(_forever(single))
+    next(single_batches)
+    start = time.process_time()
+    for _ in range(args.steps):
+        next(single_batches)
+    load_cpu = (time.process_time() - start) / args.steps
+    start = time.process_time()
+    for _ in range(min(args.steps, 5)):
+        step(fixed)
+    step_cpu = (time.process_time() - start) / min(args.steps, 5)
 
     print(f"loader alone:            {loader_rate:8.2f} batches/s")
     print(f"training step alone:     {step_rate:8.2f} steps/s")
     print(f"ratio loader / step:     {loader_rate / step_rate:8.2f}  (>= 1: the loader keeps up)")
     print(f"training fed by loader:  {fed_rate:8.2f} steps/s  ({100 * fed_rate / step_rate:.0f}% of the step alone)")
+    print(f"CPU time per batch:      {1000 * load_cpu:8.1f} ms   per training step: {1000 * step_cpu:.1f} ms "
+          f"(loading costs {100 * load_cpu / step_cpu:.1f}% of a step)")
+    if workers_cpu is not None:
+        print(f"loader workers' CPU time while training: {1000 * workers_cpu:.1f} ms per step")
 
 
 def _forever(loader):
