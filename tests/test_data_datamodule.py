@@ -176,3 +176,10 @@ def test_demo_is_built_when_absent_and_rebuilt_for_another_degradation(tmp_path)
     demo_main(["--root", str(tmp_path), "--degradation", "noise"])
     assert json.loads((demo / "manifest.json").read_text())["degradation"] == {"name": "noise"}
     assert not list(tmp_path.glob(".demo-*")), "no staging folders left behind"
+
+
+def test_unwritable_demo_root_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the data root should be")
+    with pytest.raises(DataError, match="cannot write the demo data set"):
+        check_data(data_config("demo", root=str(blocker / "sub")))

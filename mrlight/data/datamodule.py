@@ -45,6 +45,10 @@ def _validate(options: dict) -> Degradation | None:
         value = options.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise DataError(f"data.{key} must be a positive integer, got {value!r}")
+    for key in ("val_crop", "resize", "samples_per_epoch"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise DataError(f"data.{key} must be null or a positive integer, got {value!r}")
     if not isinstance(options.get("num_workers"), int) or options["num_workers"] < 0:
         raise DataError(f"data.num_workers must be an integer >= 0, got {options.get('num_workers')!r}")
     degradation = build_degradation(options.get("degradation"))
@@ -112,9 +116,12 @@ def _splits_to_check(options: dict) -> list[str]:
     return ["train", "val"] + ([] if same_test else ["test"])
 
 
-def _prepare_demo(options: dict, seed: int = 0) -> None:
+def _prepare_demo(options: dict) -> None:
     if options.get("name") == "demo":
-        ensure_demo(options["root"], options.get("degradation"))
+        try:
+            ensure_demo(options["root"], options.get("degradation"))
+        except OSError as error:
+            raise DataError(f"cannot write the demo data set under data.root={options['root']}: {error}") from None
 
 
 def check_data(data_cfg: Any) -> None:
