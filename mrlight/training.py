@@ -223,7 +223,6 @@ def run(cfg: DictConfig, datamodule=None, *, stage_test: bool | None = None) -> 
     if isinstance(logger, pl.loggers.WandbLogger) and trainer.global_rank == 0:
         result.wandb_dir = str(Path(logger.experiment.dir).parent)
         logger.experiment.finish()
-    rank_zero_info(f"run directory: {run_dir}")
     return result
 
 
