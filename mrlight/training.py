@@ -16,7 +16,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, WeightAveraging
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
@@ -205,7 +204,8 @@ def run(cfg: DictConfig, datamodule=None, *, stage_test: bool | None = None) -> 
     if cfg.ema.enabled:
         callbacks.append(EMA(decay=float(cfg.ema.decay)))
     callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step:07d}", monitor="val/psnr",
-                                     mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False))
+                                     mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False,
+                                     enable_version_counter=False))  # last.ckpt is also written by RunGuard
     logger = build_logger(cfg, run_dir)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

@@ -142,4 +142,6 @@ def test_ctrl_c_writes_resumable_checkpoint(env, tmp_path):
     assert step > 0
     resumed = run_script("train.py", args[:2] + [f"trainer.max_steps={step + 2}", "ckpt_path=last"], env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == step + 2
+    final = load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"]
+    assert final == step + 2, (resumed.stdout + resumed.stderr)[-3000:]
+    assert not list((out / "checkpoints").glob("last-v*.ckpt"))  # one last.ckpt, never a versioned copy
