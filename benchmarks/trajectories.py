@@ -2,7 +2,8 @@
 
     python benchmarks/trajectories.py                       # analytic oracle on a synthetic 32 px image
     python benchmarks/trajectories.py --quick               # 16 px, seconds
-    python benchmarks/trajectories.py --ckpt run/checkpoints/last.ckpt --image lq.png [--gt gt.png]
+    python benchmarks/trajectories.py --ckpt run/checkpoints/last.ckpt --image lq.png [--gt gt.png] [--crop 64]
+    python benchmarks/trajectories.py --ckpt denoise.ckpt --image clean.png --noise-sigma 25 --crop 64
 
 MR ODE-2 @10, MR SDE-2 @10, posterior @100 and Euler-Maruyama @100 start from the same x_T; their
 states (x_T and one per step) are projected onto two principal components fitted jointly on all of
@@ -44,6 +45,8 @@ def main(argv=None):
     p.add_argument("--ckpt", type=Path, default=None, help="an mrlight checkpoint (default: the analytic oracle)")
     p.add_argument("--image", type=Path, default=None, help="the degraded image (with --ckpt)")
     p.add_argument("--gt", type=Path, default=None, help="its ground truth, marked on the plot (optional)")
+    p.add_argument("--noise-sigma", type=float, default=None,
+                   help="with --ckpt: --image is clean; add Gaussian noise of this std (0..255 scale) as the input")
     p.add_argument("--crop", type=int, default=None, help="center crop side of the image (default: whole image)")
     p.add_argument("--size", type=int, default=None, help="synthetic image side (default 32, quick 16)")
     p.add_argument("--quick", action="store_true")
@@ -76,7 +79,12 @@ def main(argv=None):
             top, left = max(0, (h - a.crop) // 2), max(0, (w - a.crop) // 2)
             mu = mu[..., top:top + a.crop, left:left + a.crop]
             gt = gt[..., top:top + a.crop, left:left + a.crop] if gt is not None else None
-        what = f"checkpoint {a.ckpt}, image {a.image.name} ({mu.shape[-2]}x{mu.shape[-1]})"
+        if a.noise_sigma is not None:
+            gt = mu
+            noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(a.seed + 1))
+            mu = (gt + a.noise_sigma / 255 * noise).clamp(0, 1)
+        what = (f"checkpoint {a.ckpt}, image {a.image.name} ({mu.shape[-2]}x{mu.shape[-1]})"
+                + (f" + noise sigma {a.noise_sigma:g}" if a.noise_sigma is not None else ""))
     invoked = "python benchmarks/trajectories.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     fig = trajectory_figure(model_fn, mu, sde, gt=gt, prediction=prediction, generator=generator,
                             samplers=DEFAULT_SAMPLERS, title=f"Sampling trajectories, 2 PCs: {what}")
