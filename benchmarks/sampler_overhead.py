@@ -4,7 +4,9 @@ The network is a plain conv net sized to take about 30 ms per call on the machin
 issue's yardstick); the calls it is compared with see the same input shape. Timings are
 interleaved and the minimum of several repeats is reported (the least-disturbed run; shared
 machines are noisy), so the ratio is measured in one run on one machine: compare ratios, not
-seconds, and run it on an otherwise idle machine.
+seconds, and run it on an otherwise idle machine. The last columns time the sampler alone (a
+network that costs nothing), which is robust to noise: 1 + own/call is the overhead ratio
+expected at the calibrated per-call cost.
 
     python benchmarks/sampler_overhead.py           # NFE 5, 10, 20; 7 repeats
     python benchmarks/sampler_overhead.py --quick   # NFE 10; 3 repeats
@@ -63,11 +65,13 @@ def calibrate(net, size: int, target_ms: float) -> int:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--target-ms", type=float, default=30.0)
+    p.add_argument("--target-ms", type=float, default=None,
+                   help="calibrate the image size to this many ms per call (default: fixed --size)")
+    p.add_argument("--size", type=int, default=120, help="image side; 120 is about 30 ms per call on an idle 2-core CPU")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     net = ConvNet().eval()
-    size = calibrate(net, 128, a.target_ms)
+    size = calibrate(net, a.size, a.target_ms) if a.target_ms else a.size
     sde = MRSDE()
     mu = torch.rand(1, 3, size, size)
     nfes = [10] if a.quick else [5, 10, 20]
@@ -78,10 +82,12 @@ def main(argv=None):
                ("posterior", dict(sampler="posterior")),
                ("euler", dict(sampler="euler"))]
     x = torch.rand(1, 3, size, size)
-    print(f"conv net, input 1x3x{size}x{size} ({_time_call(net, x, 9):.1f} ms per call), torch {torch.__version__}, "
+    print(f"conv net, input 1x3x{size}x{size} ({_time_call(net, x, 9):.1f} ms per call, minimum of 9), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {repeats} repeats (minimum)")
-    print("| sampler | NFE | bare calls (ms) | sample() (ms) | ratio |")
-    print("|---|---|---|---|---|")
+    call_ms = _time_call(net, x, 9)
+    zeros = torch.zeros_like(mu)
+    print("| sampler | NFE | bare calls (ms) | sample() (ms) | ratio | sampler's own ms/step | 1 + own/call |")
+    print("|---|---|---|---|---|---|---|")
     for nfe in nfes:
         for name, cfg in configs:
             bare, full = [], []
@@ -95,8 +101,13 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 sample(net, mu, sde, nfe=nfe, generator=torch.Generator().manual_seed(r), **cfg)
                 full.append(time.perf_counter() - t0)
-            b, f = min(bare), min(full)
-            print(f"| {name} | {nfe} | {b * 1e3:.1f} | {f * 1e3:.1f} | {f / b:.3f} |")
+            own = []  # the sampler alone: a network that costs nothing (returns a fixed tensor)
+            for r in range(3 * repeats):
+                t0 = time.perf_counter()
+                sample(lambda x_t, m, t: zeros, mu, sde, nfe=nfe, generator=torch.Generator().manual_seed(r), **cfg)
+                own.append((time.perf_counter() - t0) / nfe * 1e3)
+            b, f, o = min(bare), min(full), min(own)
+            print(f"| {name} | {nfe} | {b * 1e3:.1f} | {f * 1e3:.1f} | {f / b:.3f} | {o:.2f} | {1 + o / call_ms:.3f} |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ IR-SDE's `reverse_posterior` and `reverse_sde` / `reverse_ode`.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -24,11 +25,12 @@ def sample_posterior(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, time
     """
     sde = denoiser.sde
     n = len(times) - 1
+    coeffs = [c.tolist() for c in sde.posterior_coefficients(times[:-1], times[1:])]  # all steps at once
     for i in range(n):
         t, s = times[i].item(), times[i + 1].item()
         out = denoiser(x, t, i)
         x0_hat = denoiser.data(out, x, t)
-        c_x0, c_xt, std = sde.posterior_params(t, s)
+        c_x0, c_xt, std = coeffs[0][i], coeffs[1][i], coeffs[2][i]
         x_new = mu + c_x0 * (x0_hat - mu) + c_xt * (x - mu)
         if std > 0:
             x_new.add_(randn_like(x, generator), alpha=std)
@@ -42,7 +44,7 @@ def sample_posterior(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, time
 def _drift(denoiser: Denoiser, out, x, mu, t: float, probability_flow: bool):
     """Reverse-time drift per grid unit: (theta (mu - x) - c sigma^2 score) dt, c = 1 (SDE) or 1/2 (ODE)."""
     sde = denoiser.sde
-    theta = sde.theta(torch.tensor(t, dtype=torch.float64)).item()
+    theta = sde.thetas[min(max(math.ceil(t), 0), sde.T)].item()  # sde.theta(t): theta_{ceil(t)}
     a, sb = denoiser.schedule_at(t)
     score = P.score_from_noise(denoiser.noise(out, x, t), sb)
     g2 = 2 * sde.max_sigma ** 2 * theta  # sde.g2(t)

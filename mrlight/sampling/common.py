@@ -35,10 +35,14 @@ class Denoiser:
         self.threshold_ratio = threshold_ratio
         self.threshold_max = threshold_max
         self.nfe = 0
+        self._schedule_cache: dict[float, tuple[float, float]] = {}
 
     def schedule_at(self, t: float) -> tuple[float, float]:
-        tt = torch.tensor(t, dtype=torch.float64)
-        return self.sde.alpha(tt).item(), self.sde.sigma_bar(tt).item()
+        """(alpha(t), sigma_bar(t)) as Python floats, cached: samplers ask for each time several times."""
+        if t not in self._schedule_cache:
+            tt = torch.tensor(t, dtype=torch.float64)
+            self._schedule_cache[t] = (self.sde.alpha(tt).item(), self.sde.sigma_bar(tt).item())
+        return self._schedule_cache[t]
 
     def __call__(self, x: torch.Tensor, t: float, step: int) -> torch.Tensor:
         t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
