@@ -134,6 +134,32 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return out
 
 
+# Free-form blocks: a later layer replaces them whole instead of merging key by key, so that
+# data.degradation={name: jpeg} does not inherit the task's sigma, and a list can replace a mapping.
+REPLACED_WHOLE = ("data.degradation", "network.overrides", "data.subsets")
+
+
+def _merge(layers: list[DictConfig]) -> DictConfig:
+    last = {}
+    stripped = []
+    for layer in layers:
+        layer = layer.copy()
+        for key in REPLACED_WHOLE:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(layer, parent) if parent else layer
+            if isinstance(node, DictConfig) and leaf in node:
+                last[key] = _raw(node, leaf)
+                del node[leaf]
+        stripped.append(layer)
+    try:
+        cfg = OmegaConf.merge(*stripped)
+        for key, value in last.items():
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+    except (OmegaConfBaseException, TypeError, ValueError) as err:
+        raise ConfigError(f"cannot merge the configuration: {err}") from None
+    return cfg
+
+
 def load_config(argv: Iterable[str] = (), config_dir: Path | str = CONFIG_DIR) -> DictConfig:
     """Defaults <- task file <- `key=value` overrides, validated and resolved."""
     config_dir = Path(config_dir)
@@ -160,7 +186,7 @@ def load_config(argv: Iterable[str] = (), config_dir: Path | str = CONFIG_DIR) -
             validate(base, task_cfg, str(task_file))
             layers.append(task_cfg)
     layers.append(cli)
-    cfg = OmegaConf.merge(*layers)
+    cfg = _merge(layers)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:

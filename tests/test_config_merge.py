@@ -1,0 +1,16 @@
+"""Free-form config blocks are replaced whole by a later layer, not merged key by key."""
+
+from mrlight.config import load_config
+
+
+def test_degradation_is_replaced_whole_by_the_command_line():
+    cfg = load_config(["task=denoise", "data.degradation={name: jpeg, quality: 10}"])
+    assert dict(cfg.data.degradation) == {"name": "jpeg", "quality": 10}
+    cfg = load_config(["task=denoise", "data.degradation=[{name: haze}, {name: jpeg, quality: 40}]"])
+    assert [dict(d) for d in cfg.data.degradation] == [{"name": "haze"}, {"name": "jpeg", "quality": 40}]
+    assert dict(load_config(["task=denoise"]).data.degradation) == {"name": "noise", "sigma": 25}
+
+
+def test_network_overrides_replaced_whole():
+    cfg = load_config(["task=demo", "network.overrides={nf: 8}"])
+    assert dict(cfg.network.overrides) == {"nf": 8}
