@@ -250,8 +250,13 @@ class MRDiffusionModule(pl.LightningModule):
             out.append((f"{name}_nfe{nfe}", {"sampler": name, "nfe": nfe}))
         return out
 
+    def on_test_epoch_start(self) -> None:
+        self._trajectory_image = None
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
         lq, gt = batch["lq"], batch["gt"]
+        if self.global_rank == 0 and getattr(self, "_trajectory_image", None) is None:
+            self._trajectory_image = (lq[:1].detach(), gt[:1].detach())
         for name, scfg in self.test_samplers():
             restored, seconds = self._timed_restore(lq, batch["name"], sampler_cfg=scfg)
             self.test_metrics[name].update(restored, gt, lq=lq, seconds=seconds)
@@ -266,6 +271,26 @@ class MRDiffusionModule(pl.LightningModule):
         self.test_results = rows
         if self.global_rank == 0:
             self._write_test_table(rows)
+            if self.cfg.get("test", {}).get("trajectories", True) and getattr(self, "_trajectory_image", None):
+                self._log_trajectories()
+
+    def _log_trajectories(self) -> None:
+        """The MR Sampler paper's figure 3 for the first test image: PNG in the run directory and W&B."""
+        from mrlight.trajectories import figure_to_array, trajectory_figure
+
+        lq, gt = self._trajectory_image
+        generator = torch.Generator(device=lq.device).manual_seed(int(self.cfg["seed"]))
+        fig = trajectory_figure(self, lq.float(), self.sde, gt=gt.float(), prediction=self.prediction,
+                                generator=generator)
+        out = Path(self.cfg.get("output_dir") or ".") / "images" / "test"
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / "trajectories.png", dpi=90)
+        for logger in self.loggers:
+            if isinstance(logger, pl.loggers.WandbLogger):
+                logger.log_image(key="test/trajectories", images=[figure_to_array(fig)])
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
     def _write_test_table(self, rows: list[dict]) -> None:
         columns = ["sampler", "nfe"] + sorted({k for r in rows for k in r} - {"sampler", "nfe"})

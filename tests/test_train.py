@@ -55,6 +55,9 @@ def test_test_stage_sweep_writes_table(load_tiny, env):
     assert rows == {("mr", 2), ("mr", 3), ("posterior", 4), ("euler", 4)}
     table = (result.run_dir / "test_results.csv").read_text().splitlines()
     assert table[0].startswith("sampler,nfe") and len(table) == 5
+    # the paper's figure 3 for the first test image: a PNG in the run directory and a W&B image
+    assert (result.run_dir / "images" / "test" / "trajectories.png").stat().st_size > 10_000
+    assert list((Path(result.wandb_dir) / "files" / "media" / "images" / "test").glob("trajectories_*.png"))
 
 
 @pytest.mark.slow
