@@ -15,11 +15,13 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[test]"
 	touch $@
 
+# One intra-op thread per process: the suite runs several processes at once (DDP ranks, train.py
+# subprocesses), and more threads than cores slows small CPU convolutions down many-fold.
 test: venv
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" tests
 
 # configs/task/demo.yaml holds the demo's settings; overwrite=true lets `make demo` run again in place.
 # One intra-op thread: on a 2-core machine the loader worker takes the other core, and more threads
