@@ -45,6 +45,17 @@ def test_bf16_mixed_and_channels_last(load_tiny, env):
     assert result.global_step == 1 and math.isfinite(result.val_metrics["val/psnr"])
 
 
+@pytest.mark.slow
+def test_compile_switch_trains_and_saves_plain_keys(load_tiny, env):
+    """compile=true (torch.compile through inductor, here on the CPU) trains, validates and writes a
+    checkpoint whose keys are those of the uncompiled network."""
+    cfg = load_tiny("trainer.max_steps=2", "val.every_n_steps=2", "compile=true")
+    result = run(cfg)
+    assert result.global_step == 2 and math.isfinite(result.val_metrics["val/psnr"])
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    assert state and not any("_orig_mod" in k for k in state)
+
+
 def test_test_stage_sweep_writes_table(load_tiny, env):
     cfg = load_tiny("trainer.max_steps=1", "test.sweep=true", "test.sweep_nfe=[2,3]", "test.baseline_nfe=4",
                     "test.after_fit=true", "val.lpips=false", "logger.backend=wandb")
