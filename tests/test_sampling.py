@@ -69,7 +69,7 @@ def test_ode_convergence_order(order, ns, parameterization):
     x_T = SDE.prior_sample(mu, g)
     errs = []
     for n in ns:
-        times = get_times("uniform-lambda", SDE, n)
+        times = get_times("uniform-lambda", SDE, n, t_min=1.0)
         ref = pf_ode_reference(LAW, SDE, (x_T - mu).double(), times[-2].item())
         states = {}
         sample(Oracle(LAW, SDE, "noise"), mu, SDE, nfe=n, order=order, parameterization=parameterization,

@@ -22,7 +22,7 @@ from mrlight import parameterization as P
 from mrlight.sampling.baselines import sample_euler, sample_heun, sample_posterior
 from mrlight.sampling.common import Denoiser, NonFiniteError, dynamic_threshold
 from mrlight.sampling.mr import MAX_ORDER, sample_mr
-from mrlight.sampling.schedules import TIME_SCHEDULES, get_times
+from mrlight.sampling.schedules import DEFAULT_T_MIN, TIME_SCHEDULES, get_times
 from mrlight.sde import MRSDE
 
 SAMPLERS: dict[str, Callable] = {
@@ -35,7 +35,7 @@ SOLVERS = ("ode", "sde")
 PARAMETERIZATIONS = ("noise", "data")
 
 # The MR Sampler's defaults, chosen from benchmarks/sampler_quality.py (docs/SAMPLERS.md).
-MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=3.0)
+MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=DEFAULT_T_MIN)
 
 __all__ = ["sample", "SAMPLERS", "SOLVERS", "PARAMETERIZATIONS", "TIME_SCHEDULES", "MR_DEFAULTS",
            "NonFiniteError", "get_times", "dynamic_threshold"]
@@ -76,13 +76,13 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         order: MR Sampler order, 1-3 for the ODE and 1-2 for the SDE.
         parameterization: MR Sampler form, "data" (x0) or "noise".
         prediction: what the network predicts: "noise", "data" or "velocity".
-        time_schedule: one of `TIME_SCHEDULES` (default "uniform-lambda" for mr, "linspace" otherwise).
+        time_schedule: one of `TIME_SCHEDULES` (default "karras-t" for mr, "linspace" otherwise).
         lambda_min: start where lambda(t) = lambda_min if lambda(T) is smaller (numerical stability).
         t_min: last positive time of the `uniform-lambda` and `karras-t` schedules (default 3).
         lower_order_final: cap the MR order by the number of steps left (DPM-Solver's rule).
-        final_order: order of the step into t = 0 (default: `order`). The data form is first order
-            there (its exact limit is x0_hat); the noise form uses its finite lambda -> inf limit, or
-            with `lower_order_final=True` a multistep polynomial in u = sigma_bar / alpha.
+        final_order: order of the step into t = 0 (default: `order`). Above 1 it is a multistep
+            polynomial for eps in u = sigma_bar / alpha (t = 0 is u = 0); 1 is the first-order
+            step, whose lambda -> inf limit is x0_hat in the data form.
         denoise_last: return x0_hat of the last evaluation instead of the last solver step.
         thresholding: dynamic thresholding of x0_hat (data parameterization).
         x_T: the starting state; None draws N(mu, max_sigma^2) from `generator`.
@@ -138,7 +138,7 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         x = x_T.to(device=mu.device, dtype=torch.float32)
 
     if t_min is None:
-        t_min = MR_DEFAULTS["t_min"]
+        t_min = DEFAULT_T_MIN
     steps = (nfe + 1) // 2 if sampler == "heun" else nfe
     times = get_times(time_schedule, sde, steps, lambda_min=lambda_min, t_min=t_min)
     denoiser = Denoiser(model_fn, mu, sde, prediction, thresholding, threshold_ratio, threshold_max)

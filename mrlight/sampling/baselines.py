@@ -6,7 +6,6 @@ IR-SDE's `reverse_posterior` and `reverse_sde` / `reverse_ode`.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -44,10 +43,10 @@ def sample_posterior(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, time
 def _drift(denoiser: Denoiser, out, x, mu, t: float, probability_flow: bool):
     """Reverse-time drift per grid unit: (theta (mu - x) - c sigma^2 score) dt, c = 1 (SDE) or 1/2 (ODE)."""
     sde = denoiser.sde
-    theta = sde.thetas[min(max(math.ceil(t), 0), sde.T)].item()  # sde.theta(t): theta_{ceil(t)}
+    tt = torch.tensor(t, dtype=torch.float64)
+    theta, g2 = sde.theta(tt).item(), sde.g2(tt).item()
     a, sb = denoiser.schedule_at(t)
     score = P.score_from_noise(denoiser.noise(out, x, t), sb)
-    g2 = 2 * sde.max_sigma ** 2 * theta  # sde.g2(t)
     c = 0.5 if probability_flow else 1.0
     return (theta * (mu - x) - c * g2 * score) * sde.dt, g2
 

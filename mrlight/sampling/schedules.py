@@ -52,6 +52,9 @@ def quadratic_t(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tenso
     return t_start * (1 - i) ** 2
 
 
+# Last positive time of uniform-lambda / karras-t, chosen in docs/SAMPLERS.md.
+DEFAULT_T_MIN = 3.0
+
 TIME_SCHEDULES = {
     "linspace": linspace,
     "uniform-lambda": uniform_lambda,
@@ -60,7 +63,8 @@ TIME_SCHEDULES = {
 }
 
 
-def get_times(name: str, sde: MRSDE, n: int, *, lambda_min: float | None = None, t_min: float = 1.0) -> torch.Tensor:
+def get_times(name: str, sde: MRSDE, n: int, *, lambda_min: float | None = None,
+              t_min: float = DEFAULT_T_MIN) -> torch.Tensor:
     """The n + 1 sampling times for schedule `name`, clipped at `lambda_min` (start time)."""
     if name not in TIME_SCHEDULES:
         raise ValueError(f"unknown time_schedule {name!r}; valid: {', '.join(TIME_SCHEDULES)}")
