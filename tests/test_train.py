@@ -159,3 +159,26 @@ def test_ctrl_c_writes_resumable_checkpoint(env, tmp_path):
     final = load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"]
     assert final == step + 2, (resumed.stdout + resumed.stderr)[-3000:]
     assert not list((out / "checkpoints").glob("last-v*.ckpt"))  # one last.ckpt, never a versioned copy
+
+
+def test_ema_warmup_ramps_decay_and_resumes_from_n_averaged():
+    from torch.optim.swa_utils import AveragedModel
+
+    from mrlight.training import ema_warmup_fn
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    avg = AveragedModel(net, multi_avg_fn=ema_warmup_fn(0.9), use_buffers=True)
+    expected = None
+    for i in range(1, 40):
+        net.weight.data.fill_(float(i))
+        avg.update_parameters(net)
+        n = i - 1  # updates before this one (the first one copies the weights)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = float(i) if expected is None else d * expected + (1 - d) * i
+        assert avg.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    # A resumed run reads the update count from n_averaged instead of starting the ramp again.
+    resumed = AveragedModel(net, multi_avg_fn=ema_warmup_fn(0.9), use_buffers=True)
+    resumed.load_state_dict(avg.state_dict())
+    net.weight.data.fill_(100.0)
+    resumed.update_parameters(net)
+    assert resumed.module.weight.item() == pytest.approx(0.9 * expected + 0.1 * 100.0, rel=1e-6)

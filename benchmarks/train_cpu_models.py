@@ -1,0 +1,93 @@
+"""Train the CPU models of docs/BENCHMARKS.md section 6 in resumable segments, keeping log-spaced checkpoints.
+
+    python benchmarks/train_cpu_models.py --task denoise --objective data --out /work/runs/denoise_data
+    python benchmarks/train_cpu_models.py --task derain  --objective data --out /work/runs/derain_data \
+        --milestones 250,500,1000,2000,4000,8000,16000 --until 07:55
+
+Each segment is one `train.py` run up to the next milestone (`trainer.max_steps=<m>`, resumed from
+the previous segment's last.ckpt with `ckpt_path=last`); the checkpoint reached is copied to
+<out>/step_<m>.ckpt for the learning curves. Rerunning the command continues where it stopped
+(a later session resumes it). The learning rate is constant after warmup so that segments add up to
+one run. Each segment uses seed + 1000 * segment: the data loader restarts its order at every
+segment, and a new seed gives it new crops and noise instead of replaying the first ones (the
+diffusion time/noise draws are seeded by step already). All settings are in SETTINGS below and are
+printed; --until stops before starting a segment that would end after that time (UTC, HH:MM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = {"denoise": "denoise", "derain": "derain-split"}
+# The network and patch chosen from benchmarks/cpu_throughput.py (docs/BENCHMARKS.md section 6).
+NETWORK = ["network.name=nafnet-tiny", "network.overrides={enc_blocks: [1, 1, 2], mid_blocks: 2, dec_blocks: [1, 1, 1]}"]
+SETTINGS = NETWORK + [
+    "data.patch_size=64", "data.batch_size=8", "data.num_workers=1", "data.samples_per_epoch=100000",
+    "optim.lr=1e-3", "optim.scheduler=constant", "optim.warmup_steps=100", "ema.decay=0.999",
+    "logger.backend=csv", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+    "trainer.limit_val_batches=0", "trainer.log_every_n_steps=25",
+]
+MILESTONES = "250,500,1000,2000,4000,8000,16000,32000"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TASKS), required=True)
+    ap.add_argument("--objective", choices=["noise", "data", "velocity", "matching"], required=True)
+    ap.add_argument("--out", required=True, help="run folder (outside the repository)")
+    ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--milestones", default=MILESTONES)
+    ap.add_argument("--until", default=None, help="UTC HH:MM: start no segment expected to end after it")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    milestones = [int(m) for m in args.milestones.split(",")]
+    base = [sys.executable, str(REPO / "train.py"), f"task={TASKS[args.task]}", f"data.root={args.data_root}",
+            f"output_dir={out / 'run'}", f"objective.prediction={args.objective}", *SETTINGS]
+    print("settings:", " ".join(base[2:]), flush=True)
+    deadline = None
+    if args.until:
+        hh, mm = (int(v) for v in args.until.split(":"))
+        now = dt.datetime.now(dt.timezone.utc)
+        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    last_rate = None  # seconds per step of the previous segment
+    done = 0
+    for k, m in enumerate(milestones):
+        target = out / f"step_{m}.ckpt"
+        if target.exists():
+            done = m
+            continue
+        if deadline is not None and last_rate is not None:
+            eta = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=last_rate * (m - done) + 30)
+            if eta > deadline:
+                print(f"stop: segment to step {m} would end about {eta:%H:%M} UTC, after --until {args.until}", flush=True)
+                break
+        cmd = base + [f"trainer.max_steps={m}", f"seed={args.seed + 1000 * k}"]
+        cmd += ["ckpt_path=last"] if done else ["overwrite=true"]
+        start = time.time()
+        log = out / f"segment_{m}.log"
+        with open(log, "w") as fh:
+            rc = subprocess.call(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if rc != 0:
+            print(f"segment to step {m} failed with exit code {rc}; see {log}", flush=True)
+            return rc
+        shutil.copy2(out / "run" / "checkpoints" / "last.ckpt", target)
+        last_rate = (time.time() - start) / (m - done)
+        print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} step {m}: {time.time() - start:.0f} s "
+              f"({1 / last_rate:.2f} steps/s) -> {target}", flush=True)
+        done = m
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
