@@ -181,4 +181,5 @@ def test_ema_warmup_ramps_decay_and_resumes_from_n_averaged():
     resumed.load_state_dict(avg.state_dict())
     net.weight.data.fill_(100.0)
     resumed.update_parameters(net)
-    assert resumed.module.weight.item() == pytest.approx(0.9 * expected + 0.1 * 100.0, rel=1e-6)
+    d = (1 + 39) / (10 + 39)  # 39 updates so far; a restarted ramp would use (1 + 1) / (10 + 1)
+    assert resumed.module.weight.item() == pytest.approx(d * expected + (1 - d) * 100.0, rel=1e-6)
