@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mrlight.models import build_network
-from tests.reference_nets import official_irsde as official
+from reference_nets import official_irsde as official
 
 # (preset, overrides, official constructor): the released settings and a larger NAF block layout.
 CASES = {
