@@ -2,13 +2,15 @@
 
     python -m mrlight.convert SRC OUT.ckpt network=<preset> sde.max_sigma=<s> [network.KEY=VALUE ...]
                               [sde.T=100 sde.eps=0.005 sde.schedule=cosine] [objective.prediction=noise]
-                              [sampler.KEY=VALUE ...] [overwrite=true]
+                              [sampler.KEY=VALUE ...] [daclip=ENCODER.pt] [overwrite=true]
 
 SRC is the official weights file (the plain state dict that IR-SDE's `save_network` writes; a
 `module.` prefix and a `state_dict` / `params` wrapper are accepted). The network must load it
 strictly: otherwise the missing / unexpected keys and shape mismatches are listed and nothing is
 written. The checkpoint records the SDE settings and that the network predicts noise, so that
-`python sample.py ckpt=OUT.ckpt ...` and `python train.py ... init_from=OUT.ckpt` work.
+`python sample.py ckpt=OUT.ckpt ...` and `python train.py ... init_from=OUT.ckpt` work. For
+`network=daclip-unet`, `daclip=ENCODER.pt` names the DA-CLIP encoder file (e.g. daclip_ViT-B-32.pt);
+its absolute path is recorded (the encoder weights are not copied into OUT.ckpt).
 Released settings and their max_sigma are listed in docs/INTEROP.md.
 Exit codes: 0 written, 2 bad input (arguments, file, architecture).
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 # sde.max_sigma of the released models (their test ymls); printed when max_sigma is not given.
 RELEASED_MAX_SIGMA = ("IR-SDE deraining / deblurring: 10; IR-SDE deshadowing / inpainting / super-resolution: 30; "
                       "IR-SDE denoising: 75 (unconditional, not supported); Refusion and DA-CLIP: 50")
-OWN_KEYS = ("network", "overwrite")
+OWN_KEYS = ("network", "overwrite", "daclip")
 
 
 def _error(message: str) -> int:
@@ -51,6 +53,8 @@ def split_arguments(argv: list[str]) -> tuple[list[str], dict, list[str]]:
                           "(usage: python -m mrlight.convert SRC OUT.ckpt network=irsde-unet sde.max_sigma=10)")
     if "network" in own:
         config_args.insert(0, f"network.name={own['network']}")
+    if "daclip" in own:  # the DA-CLIP encoder file: a daclip-unet argument, recorded in the run config
+        config_args.append(f"network.overrides.daclip={Path(own['daclip']).resolve()}")
     return paths, own, config_args
 
 

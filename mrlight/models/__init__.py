@@ -5,7 +5,7 @@
 
 A preset is a network family plus its arguments; `overrides` change single fields and unknown
 fields are an error naming the valid ones. Presets named after a published network (`irsde-unet`,
-`refusion-nafnet`) are key-for-key ports that load the released weights strictly (docs/INTEROP.md);
+`refusion-nafnet`, `daclip-unet`) are key-for-key ports that load the released weights strictly (docs/INTEROP.md);
 `unet-*` and `nafnet-*` are mrlight's own designs.
 """
 
@@ -16,13 +16,14 @@ import inspect
 
 from torch import nn
 
+from mrlight.models.daclip import DaCLIPUNet
 from mrlight.models.irsde import IRSDEUNet
 from mrlight.models.nafnet import ConditionalNAFNet
 from mrlight.models.refusion import RefusionNAFNet
 from mrlight.models.unet import ConditionalUNet
 
 FAMILIES = {"unet": ConditionalUNet, "nafnet": ConditionalNAFNet, "irsde-unet": IRSDEUNet,
-            "refusion-nafnet": RefusionNAFNet}
+            "refusion-nafnet": RefusionNAFNet, "daclip-unet": DaCLIPUNet}
 
 PRESETS: dict[str, dict] = {
     # mrlight's own small UNet for the CPU demo and tests: 3 levels, linear attention everywhere.
@@ -33,14 +34,17 @@ PRESETS: dict[str, dict] = {
     "nafnet-tiny": dict(family="nafnet", width=16, enc_blocks=[1, 1, 1], mid_blocks=1, dec_blocks=[1, 1, 1]),
     # mrlight's own conditional NAFNet-style network, NAFNet-width32 layout; not Refusion's layers.
     "nafnet-base": dict(family="nafnet", width=32, enc_blocks=[2, 2, 4, 8], mid_blocks=12, dec_blocks=[2, 2, 2, 2]),
-    # Published networks, key for key (mrlight/models/irsde.py, refusion.py).
+    # Published networks, key for key (mrlight/models/irsde.py, refusion.py, daclip.py).
     "irsde-unet": dict(family="irsde-unet", in_nc=3, out_nc=3, nf=64, depth=4),
     "refusion-nafnet": dict(family="refusion-nafnet", img_channel=3, width=64, middle_blk_num=1,
                             enc_blk_nums=[1, 1, 1, 28], dec_blk_nums=[1, 1, 1, 1]),
+    # DA-CLIP universal-ir; daclip=PATH attaches the DA-CLIP encoder that computes the contexts from mu.
+    "daclip-unet": dict(family="daclip-unet", in_nc=3, out_nc=3, nf=64, ch_mult=[1, 2, 4, 8], context_dim=512,
+                        use_degra_context=True, use_image_context=True, daclip=None),
 }
 
 __all__ = ["build_network", "network_config", "PRESETS", "FAMILIES", "ConditionalUNet", "ConditionalNAFNet",
-           "IRSDEUNet", "RefusionNAFNet"]
+           "IRSDEUNet", "RefusionNAFNet", "DaCLIPUNet"]
 
 
 def network_config(name: str, **overrides) -> dict:

@@ -199,6 +199,14 @@ class UNetCore(nn.Module):
         self.final_res_block = TimeResBlock(2 * nf, nf, time_dim)
         self.final_conv = nn.Conv2d(nf, out_nc, 3, padding=1)
 
+    def enter_levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Between the init conv and the first level (Wild-IR halves the resolution here)."""
+        return x
+
+    def leave_levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Between the last level and the final block (Wild-IR doubles the resolution back here)."""
+        return x
+
     def embed_time(self, t, batch: int, device) -> torch.Tensor:
         return self.time_mlp(time_batch(t, batch, device))
 
@@ -208,6 +216,7 @@ class UNetCore(nn.Module):
         x, (h, w) = pad_to_multiple(torch.cat([x_t - mu, mu], dim=1), self.multiple)
         x = self.init_conv(x)
         first = x
+        x = self.enter_levels(x)
         skips = []
         for block1, block2, attn, resample in self.downs:
             x = block1(x, temb)
@@ -220,7 +229,7 @@ class UNetCore(nn.Module):
             x = block1(torch.cat([x, skips.pop()], dim=1), temb)
             x = block2(torch.cat([x, skips.pop()], dim=1), temb)
             x = resample(attn(x, context=context))
-        x = self.final_res_block(torch.cat([x, first], dim=1), temb)
+        x = self.final_res_block(torch.cat([self.leave_levels(x), first], dim=1), temb)
         return self.final_conv(x)[..., :h, :w]
 
 
