@@ -181,3 +181,20 @@ def test_bad_encoder_file_is_a_clear_error(tmp_path):
     torch.save({"state_dict": {"foo.weight": torch.zeros(2)}}, tmp_path / "not-daclip.pt")
     with pytest.raises(WeightsError, match="not a DA-CLIP encoder file"):
         build_network("daclip-unet", nf=32, ch_mult=[1, 1], context_dim=32, daclip=str(tmp_path / "not-daclip.pt"))
+
+
+@pytest.mark.slow  # builds the full ViT-B-32 DA-CLIP encoder (~20 s)
+def test_vit_b32_encoder_has_daclip_sizes_and_its_config_is_read_back():
+    import json
+    import os
+
+    cfg = json.load(open(os.path.join(os.path.dirname(open_clip.__file__), "model_configs", "ViT-B-32.json")))
+    encoder = DaCLIPEncoder.from_config(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"])
+    state = encoder.state_dict()
+    # DaCLIP ViT-B-32 (notes from instantiating the published DaCLIP): 631 keys, 246,213,634 unique parameters
+    assert len(state) == 631 and sum(p.numel() for p in encoder.parameters()) == 246_213_634
+    from mrlight.models.daclip_encoder import config_from_state
+
+    embed_dim, vision_cfg, text_cfg = config_from_state(state)
+    assert embed_dim == cfg["embed_dim"] and text_cfg == cfg["text_cfg"]
+    assert {k: vision_cfg[k] for k in cfg["vision_cfg"]} == cfg["vision_cfg"]
