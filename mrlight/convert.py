@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as err:
         return _error(str(err))
     net, sde = config["network"], config["sde"]
-    overrides = " ".join(f"{k}={v}" for k, v in (net.get("overrides") or {}).items())
-    print(f"wrote {written}: network {net['name']} {overrides}, sde T={sde['T']} max_sigma={sde['max_sigma']} "
+    overrides = "".join(f" {k}={v}" for k, v in (net.get("overrides") or {}).items())
+    print(f"wrote {written}: network {net['name']}{overrides}, sde T={sde['T']} max_sigma={sde['max_sigma']} "
           f"schedule={sde['schedule']} eps={sde['eps']}, prediction {config['objective']['prediction']}")
     print(f"restore images with: python sample.py ckpt={written} input=DIR output=DIR")
     return 0
