@@ -9,7 +9,9 @@ from mrlight.models import PRESETS, build_network, network_config
 SMALL = {"unet-tiny": dict(nf=8), "unet-base": dict(nf=8, num_res_blocks=1),
          "nafnet-tiny": dict(width=8), "nafnet-base": dict(width=8, mid_blocks=1, enc_blocks=[1, 1, 1, 1]),
          "irsde-unet": dict(nf=8, depth=2),
-         "refusion-nafnet": dict(width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])}
+         "refusion-nafnet": dict(width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]),
+         # without contexts (tests/test_interop_daclip.py covers them)
+         "daclip-unet": dict(nf=32, ch_mult=[1, 1], context_dim=16, use_image_context=False)}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
