@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from mrlight.checkpoint import CheckpointError, load_checkpoint
-from mrlight.models import build_network, network_config
+from mrlight.models import network_config
 
 WRAPPER_KEYS = ("state_dict", "params", "params_ema", "model", "net")
 LIST_LIMIT = 8
@@ -53,21 +53,42 @@ def _listing(keys: list[str]) -> str:
     return ", ".join(keys[:LIST_LIMIT]) + more
 
 
+def _listed(values) -> str:
+    """A list as one shell word: [1,1,1,28]."""
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def _unet_widths(state: dict[str, torch.Tensor]) -> list[int]:
+    """Level input widths and the middle width of an IR-SDE / DA-CLIP UNet state dict."""
+    depth = len({k.split(".")[1] for k in state if k.startswith("downs.")})
+    widths = [state[f"downs.{i}.0.block1.proj.weight"].shape[0] for i in range(depth)]
+    return widths + [state[f"downs.{depth - 1}.3.weight"].shape[0]]
+
+
 def guess_network(state: dict[str, torch.Tensor]) -> str | None:
     """A `network=... network.KEY=...` suggestion read off the file's keys and shapes, or None."""
-    if "intro.weight" in state and "ending.weight" in state:
-        enc = sorted({int(k.split(".")[1]) for k in state if k.startswith("encoders.")})
-        blocks = [len({k.split(".")[2] for k in state if k.startswith(f"encoders.{i}.")}) for i in enc]
-        dec = [len({k.split(".")[2] for k in state if k.startswith(f"decoders.{i}.")}) for i in enc]
-        mid = len({k.split(".")[1] for k in state if k.startswith("middle_blks.")})
-        return (f"network=refusion-nafnet network.width={state['intro.weight'].shape[0]} "
-                f"network.enc_blk_nums={blocks} network.middle_blk_num={mid} network.dec_blk_nums={dec}")
-    if "init_conv.weight" in state and "final_conv.weight" in state:
-        depth = len({k.split(".")[1] for k in state if k.startswith("downs.")})
-        nf = state["init_conv.weight"].shape[0]
-        if "prompt" in state or any(".transformer_blocks." in k for k in state):
-            return f"network=daclip-unet network.nf={nf}"
-        return f"network=irsde-unet network.nf={nf} network.depth={depth}"
+    try:
+        if "intro.weight" in state and "ending.weight" in state:
+            enc = sorted({int(k.split(".")[1]) for k in state if k.startswith("encoders.")})
+            blocks = [len({k.split(".")[2] for k in state if k.startswith(f"encoders.{i}.")}) for i in enc]
+            dec = [len({k.split(".")[2] for k in state if k.startswith(f"decoders.{i}.")}) for i in enc]
+            mid = len({k.split(".")[1] for k in state if k.startswith("middle_blks.")})
+            return (f"network=refusion-nafnet network.width={state['intro.weight'].shape[0]} "
+                    f"network.enc_blk_nums={_listed(blocks)} network.middle_blk_num={mid} network.dec_blk_nums={_listed(dec)}")
+        if "init_conv.weight" in state and "final_conv.weight" in state:
+            nf, widths = state["init_conv.weight"].shape[0], _unet_widths(state)
+            cross = [k for k in state if k.endswith("attn2.to_k.weight")]
+            if widths == [nf * 2 ** i for i in range(len(widths))] and not cross and "prompt" not in state:
+                return f"network=irsde-unet network.nf={nf} network.depth={len(widths) - 1}"
+            ctx = (state["text_mlp.0.weight"].shape[1] if "text_mlp.0.weight" in state
+                   else state[cross[0]].shape[1] if cross else None)
+            return (f"network=daclip-unet network.nf={nf} network.ch_mult={_listed(w // nf for w in widths[1:])}"
+                    + (f" network.context_dim={ctx}" if ctx else "")
+                    + f" network.use_degra_context={str('prompt' in state).lower()} "
+                    f"network.use_image_context={str(bool(cross)).lower()}"
+                    + (" network.scale=0.5" if "downsample.weight" in state else ""))
+    except (KeyError, IndexError):  # an unusual file: no guess rather than a confusing one
+        return None
     return None
 
 
@@ -116,8 +137,10 @@ def init_network_from(net: torch.nn.Module, path: str | Path, network_cfg: dict)
     """
     ckpt = load_checkpoint(path)
     saved = ckpt["hyper_parameters"]["config"]["network"]
-    a = network_config(saved["name"], **dict(saved.get("overrides") or {}))
-    b = network_config(network_cfg["name"], **dict(network_cfg.get("overrides") or {}))
+    # the encoder file's location (daclip-unet) is not part of the architecture
+    a = {k: v for k, v in network_config(saved["name"], **dict(saved.get("overrides") or {})).items() if k != "daclip"}
+    b = {k: v for k, v in network_config(network_cfg["name"], **dict(network_cfg.get("overrides") or {})).items()
+         if k != "daclip"}
     if saved["name"] != network_cfg["name"] or a != b:
         raise CheckpointError(f"init_from={path} holds network {saved['name']!r} {a}, the config builds "
                               f"{network_cfg['name']!r} {b}; set network.name/network.overrides to match it")
@@ -126,4 +149,4 @@ def init_network_from(net: torch.nn.Module, path: str | Path, network_cfg: dict)
 
 
 __all__ = ["read_state_dict", "guess_network", "fit_report", "load_into", "make_checkpoint",
-           "init_network_from", "WeightsError", "build_network"]
+           "init_network_from", "WeightsError"]

@@ -198,3 +198,16 @@ def test_vit_b32_encoder_has_daclip_sizes_and_its_config_is_read_back():
     embed_dim, vision_cfg, text_cfg = config_from_state(state)
     assert embed_dim == cfg["embed_dim"] and text_cfg == cfg["text_cfg"]
     assert {k: vision_cfg[k] for k in cfg["vision_cfg"]} == cfg["vision_cfg"]
+
+
+def test_a_daclip_file_given_to_irsde_unet_is_recognised(tmp_path, capsys):
+    from mrlight.convert import main as convert_main
+
+    torch.manual_seed(0)
+    torch.save(official.ConditionalUNet(3, 3, 32, ch_mult=[1, 1, 2, 2], context_dim=16, use_image_context=True)
+               .state_dict(), tmp_path / "universal-ir.pth")
+    assert convert_main([str(tmp_path / "universal-ir.pth"), str(tmp_path / "x.ckpt"), "network=irsde-unet",
+                         "sde.max_sigma=50"]) == 2
+    assert ("looks like: network=daclip-unet network.nf=32 network.ch_mult=[1,1,2,2] network.context_dim=16 "
+            "network.use_degra_context=true network.use_image_context=true") in capsys.readouterr().err
+    assert not (tmp_path / "x.ckpt").exists()
