@@ -133,3 +133,26 @@ def test_bar_commands_full_size_irsde_unet(tmp_path, env):
                                     "sampler.nfe=5"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.asarray(Image.open(tmp_path / "out" / "img0.png")).shape == (*sizes[0], 3)
+
+
+def test_lightning_test_stage_accepts_a_converted_checkpoint(official_unet, tmp_path, load_tiny, env):
+    """`trainer.test(ckpt_path=converted)` (what `train.py stage=test ckpt_path=` does) loads the weights."""
+    import lightning.pytorch as pl
+
+    from mrlight.config import to_dict
+    from mrlight.data import build_datamodule
+    from mrlight.module import MRDiffusionModule
+    from mrlight.training import EMA
+
+    net, src = official_unet
+    out = tmp_path / "converted.ckpt"
+    assert convert_main([str(src), str(out), *SMALL_UNET, "sde.max_sigma=10"]) == 0
+    cfg = load_tiny("network.name=irsde-unet", "network.overrides={nf: 8, depth: 3}", "sde.max_sigma=10",
+                    "objective.prediction=noise", "test.trajectories=false")
+    module = MRDiffusionModule(to_dict(cfg))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[EMA(0.999)], enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path / "run"))
+    results = trainer.test(module, datamodule=build_datamodule(cfg.data, seed=0), ckpt_path=str(out),
+                           weights_only=True)
+    assert any(k.endswith("/psnr") for k in results[0])
+    assert all(torch.equal(module.net.state_dict()[k], v) for k, v in net.state_dict().items())
