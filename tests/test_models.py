@@ -45,6 +45,13 @@ def test_base_preset_is_irsde_sized():
     assert cfg["nf"] == 64 and len(cfg["ch_mult"]) == 4
 
 
+def test_renamed_look_alikes_say_so():
+    with pytest.raises(ValueError, match="renamed 'unet-base'.*'irsde-unet'"):
+        build_network("unet-irsde")
+    with pytest.raises(ValueError, match="renamed 'nafnet-base'"):
+        network_config("nafnet")
+
+
 def test_unknown_preset_and_field_suggest():
     with pytest.raises(ValueError, match="did you mean 'unet-tiny'"):
         build_network("unet-tine")

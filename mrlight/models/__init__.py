@@ -47,8 +47,16 @@ __all__ = ["build_network", "network_config", "PRESETS", "FAMILIES", "Conditiona
            "IRSDEUNet", "RefusionNAFNet", "DaCLIPUNet"]
 
 
+# Former names of mrlight's own look-alikes: they claimed published networks they are not.
+RENAMED = {"unet-irsde": "unet-base", "nafnet": "nafnet-base"}
+
+
 def network_config(name: str, **overrides) -> dict:
     """The full argument dict of preset `name` with `overrides` applied (validated)."""
+    if name in RENAMED:
+        raise ValueError(f"network {name!r} was renamed {RENAMED[name]!r} (it is mrlight's own design, not the "
+                         f"published network); the published IR-SDE / Refusion networks are 'irsde-unet' / "
+                         f"'refusion-nafnet'")
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
