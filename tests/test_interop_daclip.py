@@ -211,3 +211,25 @@ def test_a_daclip_file_given_to_irsde_unet_is_recognised(tmp_path, capsys):
     assert ("looks like: network=daclip-unet network.nf=32 network.ch_mult=[1,1,2,2] network.context_dim=16 "
             "network.use_degra_context=true network.use_image_context=true") in capsys.readouterr().err
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_copies_share_the_frozen_encoder(tmp_path):
+    write_daclip_file(tmp_path / "daclip.pt")
+    net = build_network("daclip-unet", nf=32, ch_mult=[1, 1], context_dim=32, daclip=str(tmp_path / "daclip.pt"))
+    twin = copy.deepcopy(net)  # what the EMA callback does
+    assert twin.encoder is net.encoder
+    assert twin.init_conv.weight is not net.init_conv.weight
+
+
+def test_training_with_the_encoder_attached(tmp_path, load_tiny, env):
+    """Train two steps (with validation and EMA): the encoder stays frozen and out of the checkpoint."""
+    from mrlight.checkpoint import load_checkpoint, network_from_checkpoint
+    from mrlight.training import run
+
+    write_daclip_file(tmp_path / "daclip.pt")
+    overrides = f"network.overrides={{nf: 32, ch_mult: [1, 1], context_dim: 32, daclip: '{tmp_path / 'daclip.pt'}'}}"
+    result = run(load_tiny("network.name=daclip-unet", overrides, "objective.prediction=noise"))
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert not any(".encoder." in k or k.startswith("net._encoder") for k in ckpt["state_dict"])
+    net = network_from_checkpoint(ckpt)
+    assert net.encoder is not None and "val/psnr" in result.val_metrics

@@ -113,6 +113,13 @@ class SpatialTransformer(nn.Module):
         return self.proj_out(tokens.transpose(1, 2).reshape(b, -1, h, w)) + x
 
 
+class _Shared(list):
+    """A list that deep copies to itself: the EMA copy of the network shares the frozen encoder."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class DaCLIPUNet(UNetCore):
     """DA-CLIP's `ConditionalUNet`: `net(x_t, mu, t, text_context=None, image_context=None)` -> predicted noise.
 
@@ -149,8 +156,8 @@ class DaCLIPUNet(UNetCore):
             self.text_mlp = nn.Sequential(nn.Linear(context_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
             self.prompt_mlp = nn.Linear(time_dim, time_dim)
         # Held outside the module tree: its ~250 M frozen weights stay out of the state dict, the
-        # optimizer and the EMA, but follow .to() / .half() through _apply.
-        self._encoder: list[nn.Module] = []
+        # optimizer and the EMA, but follow .to() / .half() through _apply; copies share it.
+        self._encoder: _Shared = _Shared()
         self._cached: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
         if daclip:
             from mrlight.models.daclip_encoder import DaCLIPEncoder
