@@ -12,7 +12,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[test]"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[test,daclip]"
 	touch $@
 
 # One intra-op thread per process: the suite runs several processes at once (DDP ranks, train.py

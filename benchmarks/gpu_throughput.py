@@ -2,11 +2,11 @@
 
 Times the training step of `MRDiffusionModule.model_step` (noise objective, L1) with AdamW on a
 fixed batch: images per second (median over steps after warm-up) and peak GPU memory
-(torch.cuda.max_memory_allocated). The issue's setting is unet-irsde, patch 128, batch 16 on a
+(torch.cuda.max_memory_allocated). The issue's setting is unet-base, patch 128, batch 16 on a
 GPU; on a machine without one it stops with a message (`--device cpu` runs a smoke-sized check
 of the same code, without compile).
 
-    python benchmarks/gpu_throughput.py                                   # GPU, unet-irsde, 128 px, batch 16
+    python benchmarks/gpu_throughput.py                                   # GPU, unet-base, 128 px, batch 16
     python benchmarks/gpu_throughput.py --device cpu --network unet-tiny --patch 32 --batch 2 --steps 3
 """
 
@@ -65,7 +65,7 @@ def measure(args, variant: dict) -> tuple[float, float]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--network", default="unet-irsde")
+    p.add_argument("--network", default="unet-base")
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=20)

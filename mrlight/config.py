@@ -24,6 +24,7 @@ CONFIG_DIR = Path(os.environ.get("MRLIGHT_CONFIG_DIR") or Path(__file__).resolve
 MULTI_TYPED = {
     "val.lpips": (bool, str),         # true | false | "random" (random backbone, tests only)
     "ckpt_path": (str, type(None)),
+    "init_from": (str, type(None)),
     "sampler.time_schedule": (str, type(None)),
     "sampler.lambda_min": (int, float, type(None)),
     "optim.grad_clip": (int, float, type(None)),

@@ -221,6 +221,10 @@ def run(cfg: DictConfig, datamodule=None, *, stage_test: bool | None = None) -> 
 
         datamodule = build_datamodule(cfg.data, seed=int(cfg.seed))
     module = MRDiffusionModule(config)
+    if cfg.get("init_from") and ckpt_path is None:  # resuming restores its own weights
+        from mrlight.interop import init_network_from
+
+        init_network_from(module.net, cfg.init_from, config["network"])
     ckpt_dir = run_dir / "checkpoints"
     guard = RunGuard(ckpt_dir)
     callbacks: list[Callback] = [guard]

@@ -6,8 +6,12 @@ import torch
 from mrlight.inference import tiled
 from mrlight.models import PRESETS, build_network, network_config
 
-SMALL = {"unet-tiny": dict(nf=8), "unet-irsde": dict(nf=8, num_res_blocks=1),
-         "nafnet-tiny": dict(width=8), "nafnet": dict(width=8, mid_blocks=1, enc_blocks=[1, 1, 1, 1])}
+SMALL = {"unet-tiny": dict(nf=8), "unet-base": dict(nf=8, num_res_blocks=1),
+         "nafnet-tiny": dict(width=8), "nafnet-base": dict(width=8, mid_blocks=1, enc_blocks=[1, 1, 1, 1]),
+         "irsde-unet": dict(nf=8, depth=2),
+         "refusion-nafnet": dict(width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]),
+         # without contexts (tests/test_interop_daclip.py covers them)
+         "daclip-unet": dict(nf=32, ch_mult=[1, 1], context_dim=16, use_image_context=False)}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -36,9 +40,16 @@ def test_time_must_be_a_tensor():
         net(x, x, 5.0)
 
 
-def test_irsde_preset_is_irsde_sized():
-    cfg = network_config("unet-irsde")
+def test_base_preset_is_irsde_sized():
+    cfg = network_config("unet-base")
     assert cfg["nf"] == 64 and len(cfg["ch_mult"]) == 4
+
+
+def test_renamed_look_alikes_say_so():
+    with pytest.raises(ValueError, match="renamed 'unet-base'.*'irsde-unet'"):
+        build_network("unet-irsde")
+    with pytest.raises(ValueError, match="renamed 'nafnet-base'"):
+        network_config("nafnet")
 
 
 def test_unknown_preset_and_field_suggest():

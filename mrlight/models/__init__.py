@@ -1,9 +1,12 @@
 """Conditional networks `net(x_t, mu, t)` for MR diffusion, built from named presets.
 
     net = build_network("unet-tiny", nf=8)
+    net = build_network("irsde-unet", nf=32, depth=5)      # IR-SDE's released deshadowing network
 
 A preset is a network family plus its arguments; `overrides` change single fields and unknown
-fields are an error naming the valid ones.
+fields are an error naming the valid ones. Presets named after a published network (`irsde-unet`,
+`refusion-nafnet`, `daclip-unet`) are key-for-key ports that load the released weights strictly (docs/INTEROP.md);
+`unet-*` and `nafnet-*` are mrlight's own designs.
 """
 
 from __future__ import annotations
@@ -13,26 +16,47 @@ import inspect
 
 from torch import nn
 
+from mrlight.models.daclip import DaCLIPUNet
+from mrlight.models.irsde import IRSDEUNet
 from mrlight.models.nafnet import ConditionalNAFNet
+from mrlight.models.refusion import RefusionNAFNet
 from mrlight.models.unet import ConditionalUNet
 
-FAMILIES = {"unet": ConditionalUNet, "nafnet": ConditionalNAFNet}
+FAMILIES = {"unet": ConditionalUNet, "nafnet": ConditionalNAFNet, "irsde-unet": IRSDEUNet,
+            "refusion-nafnet": RefusionNAFNet, "daclip-unet": DaCLIPUNet}
 
 PRESETS: dict[str, dict] = {
-    # CPU demo and tests: 3 levels, linear attention everywhere.
+    # mrlight's own small UNet for the CPU demo and tests: 3 levels, linear attention everywhere.
     "unet-tiny": dict(family="unet", nf=16, ch_mult=[1, 2, 2], num_res_blocks=1, mid_attention="linear"),
-    # IR-SDE's size: nf 64, 4 levels (ch_mult 1,2,4,4), 2 residual blocks per level.
-    "unet-irsde": dict(family="unet", nf=64, ch_mult=[1, 2, 4, 4], num_res_blocks=2, mid_attention="full"),
+    # mrlight's own UNet at IR-SDE's size (nf 64, 4 levels); not IR-SDE's layers: use irsde-unet for those.
+    "unet-base": dict(family="unet", nf=64, ch_mult=[1, 2, 4, 4], num_res_blocks=2, mid_attention="full"),
+    # mrlight's own small conditional NAFNet-style network for the CPU demo and tests.
     "nafnet-tiny": dict(family="nafnet", width=16, enc_blocks=[1, 1, 1], mid_blocks=1, dec_blocks=[1, 1, 1]),
-    # NAFNet-width32 layout (Chen et al. 2022, SIDD), conditional as in Refusion.
-    "nafnet": dict(family="nafnet", width=32, enc_blocks=[2, 2, 4, 8], mid_blocks=12, dec_blocks=[2, 2, 2, 2]),
+    # mrlight's own conditional NAFNet-style network, NAFNet-width32 layout; not Refusion's layers.
+    "nafnet-base": dict(family="nafnet", width=32, enc_blocks=[2, 2, 4, 8], mid_blocks=12, dec_blocks=[2, 2, 2, 2]),
+    # Published networks, key for key (mrlight/models/irsde.py, refusion.py, daclip.py).
+    "irsde-unet": dict(family="irsde-unet", in_nc=3, out_nc=3, nf=64, depth=4),
+    "refusion-nafnet": dict(family="refusion-nafnet", img_channel=3, width=64, middle_blk_num=1,
+                            enc_blk_nums=[1, 1, 1, 28], dec_blk_nums=[1, 1, 1, 1]),
+    # DA-CLIP universal-ir; daclip=PATH attaches the DA-CLIP encoder that computes the contexts from mu.
+    "daclip-unet": dict(family="daclip-unet", in_nc=3, out_nc=3, nf=64, ch_mult=[1, 2, 4, 8], context_dim=512,
+                        use_degra_context=True, use_image_context=True, daclip=None),
 }
 
-__all__ = ["build_network", "network_config", "PRESETS", "FAMILIES", "ConditionalUNet", "ConditionalNAFNet"]
+__all__ = ["build_network", "network_config", "PRESETS", "FAMILIES", "ConditionalUNet", "ConditionalNAFNet",
+           "IRSDEUNet", "RefusionNAFNet", "DaCLIPUNet"]
+
+
+# Former names of mrlight's own look-alikes: they claimed published networks they are not.
+RENAMED = {"unet-irsde": "unet-base", "nafnet": "nafnet-base"}
 
 
 def network_config(name: str, **overrides) -> dict:
     """The full argument dict of preset `name` with `overrides` applied (validated)."""
+    if name in RENAMED:
+        raise ValueError(f"network {name!r} was renamed {RENAMED[name]!r} (it is mrlight's own design, not the "
+                         f"published network); the published IR-SDE / Refusion networks are 'irsde-unet' / "
+                         f"'refusion-nafnet'")
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
