@@ -7,7 +7,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .datasets import Cycled, MixedDataset, RestorationDataset, collate
 from .degradations import Degradation, _masks, _plain, build_degradation
@@ -162,11 +164,12 @@ class RestorationDataModule(L.LightningDataModule):
     `data.batch_size` is per device; Lightning adds the distributed sampler itself.
     """
 
-    def __init__(self, data_cfg: Any, seed: int = 0):
+    def __init__(self, data_cfg: Any, seed: int = 0, val_max_images: int | None = None):
         super().__init__()
         self.options = _options(data_cfg)
         self.degradation = _validate(self.options)
         self.seed = int(seed)
+        self.val_max_images = val_max_images
         self.datasets: dict[str, Dataset | None] = {split: None for split in SPLITS}
 
     # --- Lightning hooks ------------------------------------------------------------------
@@ -206,6 +209,8 @@ class RestorationDataModule(L.LightningDataModule):
         dataset = MixedDataset(parts, train=train) if o.get("subsets") else parts[""]
         if train and o.get("samples_per_epoch"):
             dataset = Cycled(dataset, max(int(o["samples_per_epoch"]), len(dataset)))
+        if split == "val" and self.val_max_images and self.val_max_images < len(dataset):
+            dataset = Subset(dataset, range(self.val_max_images))
         return dataset
 
     def _world_size(self) -> int:
@@ -215,16 +220,34 @@ class RestorationDataModule(L.LightningDataModule):
     def _check_world_size(self) -> None:
         _check_epoch(len(self.datasets["train"]), self.options["batch_size"], self._world_size())
 
+    def _eval_sampler(self, dataset: Dataset, split: str):
+        """Under DDP, each evaluation image on exactly one rank (Lightning's default sampler pads the
+        last round with repeated images, which would then be counted twice in the metrics)."""
+        trainer = getattr(self, "trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        if world == 1:
+            return None
+        if len(dataset) < world:
+            raise DataError(f"{len(dataset)} {split} image(s) for {world} ranks: every rank needs at least one "
+                            f"(raise val.max_images, add images, or use fewer devices)")
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank), shuffle=False)
+
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if self.datasets[split] is None:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         dataset = self.datasets[split]
-        workers = self.options["num_workers"] if split == "train" else min(self.options["num_workers"], len(dataset))
-        return DataLoader(
+        train = split == "train"
+        workers = self.options["num_workers"] if train else min(self.options["num_workers"], len(dataset))
+        # Training: torchdata's StatefulDataLoader, whose position (sampler order, items already
+        # served, each worker's TrainDraws state) Lightning saves in checkpoints and restores on
+        # resume, so a run resumed mid-epoch sees the batches the uninterrupted run would have.
+        loader_cls = StatefulDataLoader if train else DataLoader
+        return loader_cls(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=split == "train",
+            sampler=None if train else self._eval_sampler(dataset, split),
+            drop_last=train,
             num_workers=workers,
             pin_memory=bool(self.options.get("pin_memory")) and torch.cuda.is_available(),
             persistent_workers=bool(self.options.get("persistent_workers", True)) and workers > 0,
@@ -232,6 +255,7 @@ class RestorationDataModule(L.LightningDataModule):
         )
 
 
-def build_datamodule(data_cfg: Any, *, seed: int = 0) -> RestorationDataModule:
-    """The DataModule for the `data:` config node; `seed` fixes the validation degradations."""
-    return RestorationDataModule(data_cfg, seed=seed)
+def build_datamodule(data_cfg: Any, *, seed: int = 0, val_max_images: int | None = None) -> RestorationDataModule:
+    """The DataModule for the `data:` config node; `seed` fixes the validation degradations;
+    `val_max_images` keeps the first N validation images (the same ones for any number of ranks)."""
+    return RestorationDataModule(data_cfg, seed=seed, val_max_images=val_max_images)
