@@ -147,6 +147,7 @@ class StepCheckpoint(Checkpoint):
             self.guard.requested = self.guard.requested or "SIGTERM"  # another rank received it
             self.guard.interrupted_at = step
             trainer.should_stop = True
+            trainer.limit_val_batches = 0  # Lightning would validate before stopping: no time for that
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run:
@@ -294,7 +295,8 @@ def _fit(cfg: DictConfig, guard: RunGuard, datamodule, stage_test: bool | None) 
     # on_train_end, after EMA has copied the averaged weights over the raw ones.
     callbacks.append(ModelCheckpoint(dirpath=str(guard.last_path.parent), filename="best-step{step:07d}",
                                      monitor="val/psnr", mode="max", save_top_k=1, save_last=False,
-                                     auto_insert_metric_name=False, enable_version_counter=False))
+                                     save_on_train_epoch_end=False, auto_insert_metric_name=False,
+                                     enable_version_counter=False))
     logger = build_logger(cfg, run_dir)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

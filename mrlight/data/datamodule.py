@@ -8,8 +8,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
 from .datasets import Cycled, MixedDataset, RestorationDataset, collate
 from .degradations import Degradation, _masks, _plain, build_degradation
@@ -185,13 +186,13 @@ class RestorationDataModule(L.LightningDataModule):
             self._check_world_size()
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.options["batch_size"], shuffle=True)
+        return self._loader("train", self.options["batch_size"])
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.options["val_batch_size"], shuffle=False)
+        return self._loader("val", self.options["val_batch_size"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.options["val_batch_size"], shuffle=False)
+        return self._loader("test", self.options["val_batch_size"])
 
     # --- internals --------------------------------------------------------------------------
     def _build(self, split: str) -> Dataset:
@@ -232,7 +233,22 @@ class RestorationDataModule(L.LightningDataModule):
                             f"(raise val.max_images, add images, or use fewer devices)")
         return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank), shuffle=False)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _train_order(self, dataset: Dataset) -> dict:
+        """Shuffling and the workers' base seeds from two generators of their own: nothing depends on
+        the global RNG (not in checkpoints), and the sampler's generator, which torchdata's
+        RandomSampler saves and restores, is not also advanced by each epoch's base-seed draw.
+        Under DDP, torch's DistributedSampler (what Lightning would insert, shuffled by seed and
+        epoch), given here because Lightning would not see torchdata's sampler as shuffled."""
+        trainer = getattr(self, "trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        if world > 1:
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank), shuffle=True,
+                                         seed=self.seed)
+        else:
+            sampler = StatefulRandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        return {"sampler": sampler, "generator": torch.Generator().manual_seed(self.seed + 1)}
+
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
         if self.datasets[split] is None:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         dataset = self.datasets[split]
@@ -244,9 +260,8 @@ class RestorationDataModule(L.LightningDataModule):
         loader_cls = StatefulDataLoader if train else DataLoader
         return loader_cls(
             dataset,
+            **(self._train_order(dataset) if train else {"sampler": self._eval_sampler(dataset, split)}),
             batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=None if train else self._eval_sampler(dataset, split),
             drop_last=train,
             num_workers=workers,
             pin_memory=bool(self.options.get("pin_memory")) and torch.cuda.is_available(),

@@ -7,6 +7,8 @@ or a centre crop. Items are dicts {"lq": [3, H, W], "gt": [3, H, W], "name": str
 
 from __future__ import annotations
 
+import os
+
 from typing import Sequence
 
 import numpy as np
@@ -61,10 +63,13 @@ class TrainDraws:
 
     def __init__(self):
         self._rng: np.random.Generator | None = None
+        self._pid = -1
 
     def rng(self) -> np.random.Generator:
-        if self._rng is None:
-            self._rng = np.random.default_rng(torch.initial_seed())
+        # A forked worker must not continue the parent's stream (its state depends on when the
+        # parent last saved a checkpoint): each process seeds its own.
+        if self._rng is None or self._pid != os.getpid():
+            self._rng, self._pid = np.random.default_rng(torch.initial_seed()), os.getpid()
         return self._rng
 
     def state_dict(self) -> dict:
