@@ -216,38 +216,39 @@ def test_validate_stage_same_metrics_on_one_and_two_ranks_with_three_images(env,
     assert m1["val/psnr_lq"] == pytest.approx(sum(per_image) / 3, rel=1e-5)
 
 
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory, config_dir) -> Path:
-    """A 1-step tiny-task checkpoint (trained once for the bad-checkpoint tests)."""
-    from mrlight.config import load_config
+def _bad_checkpoint(folder: Path, kind: str, good: Path | None = None) -> Path:
+    bad = folder / f"{kind}.ckpt"
+    if kind == "truncated":  # a checkpoint cut in half, as a copy interrupted by a kill leaves it
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    else:  # a PyTorch file that is not a Lightning checkpoint
+        torch.save({"model": {"w": torch.zeros(2)}}, bad)
+    return bad
 
-    out = tmp_path_factory.mktemp("trained")
-    cfg = load_config(["task=tiny", f"output_dir={out}", "trainer.max_steps=1", "logger.backend=none"], config_dir)
-    return run(cfg).last_checkpoint
+
+MESSAGES = {"truncated": "not a readable checkpoint", "foreign": "not a Lightning checkpoint"}
+
+
+@pytest.mark.slow  # train.py's corrupt-checkpoint path is also covered in test_train.py; messages below
+@pytest.mark.parametrize("kind", ["truncated", "foreign"])
+def test_train_script_names_a_truncated_or_foreign_checkpoint(env, tmp_path, kind):
+    good = tmp_path / "good.ckpt"
+    atomic_save({"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}}, good)
+    bad = _bad_checkpoint(tmp_path, kind, good)
+    proc = run_script("train.py", ["task=tiny", f"output_dir={tmp_path / 'run'}", f"ckpt_path={bad}"], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{bad} is {MESSAGES[kind]}" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("kind", ["truncated", "foreign"])
-@pytest.mark.parametrize("script", ["train.py", "sample.py"])
-def test_truncated_or_foreign_checkpoint_is_named_in_a_clear_error(env, tmp_path, tiny_root, trained_checkpoint, kind,
-                                                                   script):
-    bad = tmp_path / f"{kind}.ckpt"
-    if kind == "truncated":
-        bad.write_bytes(trained_checkpoint.read_bytes()[: trained_checkpoint.stat().st_size // 2])
-    else:  # a PyTorch file that is not an mrlight checkpoint
-        torch.save({"model": {"w": torch.zeros(2)}}, bad)
-    if script == "train.py":
-        args = ["task=tiny", f"output_dir={tmp_path / 'run'}", f"ckpt_path={bad}"]
-    else:
-        args = [f"ckpt={bad}", f"input={tiny_root / 'tiny' / 'val' / 'LQ'}", f"output={tmp_path / 'out'}"]
-    proc = run_script(script, args, env, tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert str(bad) in proc.stderr and "Traceback" not in proc.stderr
-    expected = "not a readable checkpoint" if kind == "truncated" else "not a Lightning checkpoint"
-    assert expected in proc.stderr
+def test_sample_script_names_a_truncated_or_foreign_checkpoint(tmp_path, tiny_root, capsys, kind):
+    import importlib.util
 
-
-def test_bad_trainer_value_names_key_and_type(env, tmp_path):
-    proc = run_script("train.py", ["task=tiny", f"output_dir={tmp_path / 'run'}", "trainer.max_steps=abc"], env,
-                      tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "trainer.max_steps='abc' (command line): expected integer, got string" in proc.stderr
+    spec = importlib.util.spec_from_file_location("sample_script", REPO / "sample.py")
+    sample_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample_script)
+    good = tmp_path / "good.ckpt"
+    atomic_save({"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}}, good)
+    bad = _bad_checkpoint(tmp_path, kind, good)
+    code = sample_script.main([f"ckpt={bad}", f"input={tiny_root / 'tiny' / 'val' / 'LQ'}",
+                               f"output={tmp_path / 'out'}"])
+    assert code == 2 and f"{bad} is {MESSAGES[kind]}" in capsys.readouterr().err

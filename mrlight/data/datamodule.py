@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from .degradations import Degradation, _masks, _plain, build_degradation
 from .demo import ensure_demo
 from .errors import DataError
 from .folders import LAYOUTS, PAIR_BY, Sample, check_sizes, layout_help, scan_clean, scan_paired, select
+
+# torchdata 0.11 calls torch.set_vital, which torch >= 2.9 deprecates: one warning per epoch, not ours to fix.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 SPLITS = ("train", "val", "test")
 SMALL_IMAGES = ("pad", "error")
