@@ -252,3 +252,22 @@ def test_sample_script_names_a_truncated_or_foreign_checkpoint(tmp_path, tiny_ro
     code = sample_script.main([f"ckpt={bad}", f"input={tiny_root / 'tiny' / 'val' / 'LQ'}",
                                f"output={tmp_path / 'out'}"])
     assert code == 2 and f"{bad} is {MESSAGES[kind]}" in capsys.readouterr().err
+
+
+def test_ckpt_path_last_picks_the_newer_of_last_and_lightning_slurm_checkpoint(load_tiny, tmp_path, capsys):
+    from mrlight.training import resolve_ckpt_path
+
+    cfg = load_tiny("ckpt_path=last")
+    run_dir = Path(cfg.output_dir)
+    assert resolve_ckpt_path(cfg) is None and "starting a fresh run" in capsys.readouterr().out
+    last = run_dir / "checkpoints" / "last.ckpt"
+    atomic_save({"global_step": 1}, last)
+    assert resolve_ckpt_path(cfg) == last
+    hpc = run_dir / "hpc_ckpt_1.ckpt"  # written by Lightning's SLURM auto-requeue on --signal
+    atomic_save({"global_step": 2}, hpc)
+    os.utime(hpc, (last.stat().st_mtime + 5,) * 2)
+    assert resolve_ckpt_path(cfg) == hpc
+    from mrlight.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        resolve_ckpt_path(load_tiny("ckpt_path=last", "stage=validate", f"output_dir={tmp_path / 'empty'}"))
