@@ -1,8 +1,11 @@
 """Train an MR diffusion model: `python train.py task=<name> [key=value ...]`.
 
 Config = configs/defaults.yaml <- configs/task/<task>.yaml <- key=value arguments (see
-docs/TRAINING.md). Exit codes: 0 done, 1 training failed (e.g. NaN loss), 2 bad input
-(config, data, checkpoint), 130 interrupted with Ctrl-C (a resumable checkpoint was written).
+docs/TRAINING.md). `stage=validate ckpt_path=PATH` (or `stage=test`) evaluates a checkpoint and
+prints its metrics (`val/psnr=...`) on the last lines. `ckpt_path=last` resumes, or starts fresh
+when no checkpoint exists yet. Exit codes: 0 done, 1 training failed (e.g. NaN loss), 2 bad input
+(config, data, checkpoint), 130 stopped by Ctrl-C, 143 stopped by SIGTERM (preemption); after
+130 and 143 a resumable last.ckpt was written at the step reached.
 """
 
 from __future__ import annotations
@@ -43,8 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         return _error(str(err))
 
-    from mrlight.training import run
+    from mrlight.training import evaluate, run
 
+    if cfg.stage != "fit":
+        try:
+            metrics = evaluate(cfg)
+        except (ConfigError, CheckpointError, DataError) as err:
+            return _error(str(err))
+        if rank0:  # one metric per line, val/psnr (or the test PSNRs) last
+            for key in sorted(metrics, key=lambda k: (k.endswith("/psnr"), k)):
+                print(f"{key}={metrics[key]:.6f}", flush=True)
+        return 0
     try:
         result = run(cfg)
     except (ConfigError, CheckpointError, DataError) as err:
@@ -53,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         last = os.path.join(cfg.output_dir, "checkpoints", "last.ckpt")
         kept = f"the last good checkpoint is kept: {last}" if os.path.exists(last) else "no checkpoint had been written yet"
         return _error(f"{err}; training stopped, {kept}. Lower optim.lr, check the data, or enable optim.grad_clip.", 1)
+    stop_code = {"Ctrl-C": 130, "SIGTERM": 143}.get(result.stop_signal, 0) if result.interrupted_at is not None else 0
     if not rank0:
         print(f"rank {rank_from_env()}: finished at step {result.global_step}", flush=True)
-        return 0
+        return stop_code
     print(f"\nrun directory: {result.run_dir}")
     print(f"checkpoint:    {result.last_checkpoint}")
     if result.wandb_dir:
@@ -63,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     if result.val_metrics:
         print("validation:    " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.val_metrics.items())))
     if result.interrupted_at is not None:
-        print(f"interrupted at step {result.interrupted_at}; resume with: python train.py {' '.join(argv)} ckpt_path=last")
-        return 130
-    return 0
+        resume = " ".join(a for a in argv if not a.startswith("ckpt_path=")) + " ckpt_path=last"
+        print(f"{result.stop_signal}: stopped at step {result.interrupted_at} (checkpoint written); "
+              f"resume with: python train.py {resume}", flush=True)
+    return stop_code
 
 
 if __name__ == "__main__":

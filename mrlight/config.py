@@ -29,6 +29,8 @@ MULTI_TYPED = {
     "sampler.lambda_min": (int, float, type(None)),
     "optim.grad_clip": (int, float, type(None)),
     "data.val_crop": (int, type(None)),
+    "checkpoint.every_n_steps": (int, type(None)),
+    "checkpoint.every_minutes": (int, float, type(None)),
 }
 
 
@@ -89,6 +91,51 @@ def _check_type(key: str, default, value, origin: str) -> None:
         raise ConfigError(f"{key}={value!r} ({origin}): expected {want}, got {_type_name(type(value))}")
 
 
+def _trainer_hints() -> dict:
+    import typing
+
+    from lightning.pytorch import Trainer
+
+    try:
+        return typing.get_type_hints(Trainer.__init__)
+    except Exception:  # an annotation that does not resolve: check nothing rather than fail
+        return {}
+
+
+_PLAIN = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),),
+          list: (list, ListConfig), dict: (dict, DictConfig)}
+
+
+def _annotation_accepts(annotation, value) -> tuple[bool, list[str]]:
+    """(does a plain config value fit the Trainer argument's annotation?, readable names of what fits).
+
+    Types a config cannot spell (callbacks, Strategy objects, timedelta) accept anything."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+        results = [_annotation_accepts(a, value) for a in args]
+        return any(ok for ok, _ in results), [n for _, names in results for n in names]
+    if origin is typing.Literal:
+        return value in args and not (isinstance(value, bool) and bool not in map(type, args)), \
+            [repr(a) for a in args]
+    plain = _PLAIN.get(origin or annotation)
+    if plain is None:
+        return True, []
+    ok = isinstance(value, plain) and not (isinstance(value, bool) and bool not in plain)
+    return ok, [_type_name(origin or annotation)]
+
+
+def _check_trainer_type(key: str, value, origin: str) -> None:
+    annotation = _trainer_hints().get(key.split(".", 1)[1])
+    if annotation is None:
+        return
+    ok, names = _annotation_accepts(annotation, value)
+    if not ok:
+        want = " or ".join(dict.fromkeys(names))
+        raise ConfigError(f"{key}={value!r} ({origin}): expected {want}, got {_type_name(type(value))}")
+
+
 def _raw(cfg: DictConfig, key):
     """The value at `key` without resolving interpolations (containers stay containers)."""
     node = cfg._get_node(key)
@@ -105,6 +152,8 @@ def validate(schema: DictConfig, override: DictConfig, origin: str, prefix: str 
             if key not in valid:
                 raise ConfigError(f"unknown key {full!r} ({origin}): not an argument of lightning.Trainer"
                                   f"{_suggest(full, [f'trainer.{v}' for v in valid])}")
+            if not (isinstance(value, str) and value.startswith("${")):
+                _check_trainer_type(full, value, origin)
             continue
         if key not in schema:
             raise ConfigError(f"unknown key {full!r} ({origin}){_suggest(full, _all_keys(schema, prefix))}")
@@ -205,6 +254,7 @@ CHOICES = {
     "logger.backend": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "online", "offline"),
     "sde.schedule": ("cosine", "linear", "constant"),
+    "stage": ("fit", "validate", "test"),
 }
 
 
@@ -235,6 +285,10 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"{key}={value!r} must be >= 1")
+    for key in ("checkpoint.every_n_steps", "checkpoint.every_minutes"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{key}={value!r} must be > 0 (or null to turn it off)")
     if not 0 < cfg.ema.decay < 1:
         raise ConfigError(f"ema.decay={cfg.ema.decay!r} must be in (0, 1)")
 

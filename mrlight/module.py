@@ -9,8 +9,9 @@ Objectives (`objective.prediction`):
   score = -eps_hat / sigma_bar_t, with the true posterior mean of x_{t-1} given (x_t, x0);
   integer t in 1..T.
 
-Time and noise draws come from a generator seeded with seed + global_rank (+ a step offset on
-resume), so DDP ranks train on different t. Validation restores a fixed subset of images with the
+Time and noise draws come from a generator re-seeded at every batch from (seed + global_rank,
+batch index), so DDP ranks train on different t and a resumed run draws what an uninterrupted
+one would have. Validation restores a fixed subset of images with the
 MR Sampler (Li et al., ICLR 2025) on the EMA weights (the EMA callback swaps them in), seeding the
 prior per image so numbers are comparable across validations and ranks.
 """
@@ -112,10 +113,16 @@ class MRDiffusionModule(pl.LightningModule):
             self._compiled = True
 
     def _train_generator(self) -> torch.Generator:
+        """The generator of this batch's time and noise draws, re-seeded from the batch count.
+
+        Seeding per batch (not once per run) makes the draws a function of (seed, rank, batch), so a
+        run resumed from any checkpoint draws exactly what the uninterrupted run drew, on every rank,
+        with nothing to store in the checkpoint.
+        """
         if self._generator is None or self._generator.device != self.device:
-            seed = train_seed(int(self.cfg["seed"]), self.global_rank, int(self.global_step))
-            self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        return self._generator
+            self._generator = torch.Generator(device=self.device)
+        batch = self.trainer.fit_loop.total_batch_idx if self._trainer is not None else 0
+        return self._generator.manual_seed(train_seed(int(self.cfg["seed"]), self.global_rank, int(batch)))
 
     def forward(self, x_t: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -313,10 +320,10 @@ class MRDiffusionModule(pl.LightningModule):
                 logger.experiment.log({"test/psnr_vs_nfe": plot})
 
 
-def train_seed(seed: int, rank: int, step: int = 0) -> int:
-    """Seed of the time/noise draws: seed + rank, so DDP ranks draw different t (DESIGN 7); a resumed
-    run (step > 0) starts a fresh stream instead of replaying the first steps' draws."""
-    return seed + rank + 1_000_003 * step
+def train_seed(seed: int, rank: int, batch: int = 0) -> int:
+    """Seed of one training batch's time/noise draws: seed + rank, so DDP ranks draw different t
+    (DESIGN 7), plus a large multiple of the batch index, so batches never share a stream."""
+    return seed + rank + 1_000_003 * batch
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float, cosine: bool = True):

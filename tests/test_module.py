@@ -75,7 +75,7 @@ def test_time_draws(load_tiny):
 
 def test_ranks_draw_different_times():
     seeds = {train_seed(42, rank) for rank in range(8)}
-    assert len(seeds) == 8 and train_seed(42, 0, step=10) not in seeds
+    assert len(seeds) == 8 and train_seed(42, 0, batch=10) not in seeds
 
 
 def test_warmup_cosine():

@@ -118,6 +118,7 @@ BAD_INPUT = [
     (["optim.lrr=1"], "did you mean 'optim.lr'"),
     (["sampler.nfe=ten"], "sampler.nfe='ten'"),
     (["trainer.max_step=3"], "did you mean 'trainer.max_steps'"),
+    (["trainer.max_steps=abc"], "trainer.max_steps='abc' (command line): expected integer, got string"),
     (["trainer.accelerator=gpu"], "no usable CUDA GPU"),
     (["ckpt_path=/nonexistent/last.ckpt"], "checkpoint not found"),
     (["task=derian"], "did you mean 'derain'"),

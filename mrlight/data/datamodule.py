@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
 from .datasets import Cycled, MixedDataset, RestorationDataset, collate
 from .degradations import Degradation, _masks, _plain, build_degradation
 from .demo import ensure_demo
 from .errors import DataError
 from .folders import LAYOUTS, PAIR_BY, Sample, check_sizes, layout_help, scan_clean, scan_paired, select
+
+# torchdata 0.11 calls torch.set_vital, which torch >= 2.9 deprecates: one warning per epoch, not ours to fix.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 SPLITS = ("train", "val", "test")
 SMALL_IMAGES = ("pad", "error")
@@ -162,11 +169,12 @@ class RestorationDataModule(L.LightningDataModule):
     `data.batch_size` is per device; Lightning adds the distributed sampler itself.
     """
 
-    def __init__(self, data_cfg: Any, seed: int = 0):
+    def __init__(self, data_cfg: Any, seed: int = 0, val_max_images: int | None = None):
         super().__init__()
         self.options = _options(data_cfg)
         self.degradation = _validate(self.options)
         self.seed = int(seed)
+        self.val_max_images = val_max_images
         self.datasets: dict[str, Dataset | None] = {split: None for split in SPLITS}
 
     # --- Lightning hooks ------------------------------------------------------------------
@@ -182,13 +190,13 @@ class RestorationDataModule(L.LightningDataModule):
             self._check_world_size()
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.options["batch_size"], shuffle=True)
+        return self._loader("train", self.options["batch_size"])
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.options["val_batch_size"], shuffle=False)
+        return self._loader("val", self.options["val_batch_size"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.options["val_batch_size"], shuffle=False)
+        return self._loader("test", self.options["val_batch_size"])
 
     # --- internals --------------------------------------------------------------------------
     def _build(self, split: str) -> Dataset:
@@ -206,6 +214,8 @@ class RestorationDataModule(L.LightningDataModule):
         dataset = MixedDataset(parts, train=train) if o.get("subsets") else parts[""]
         if train and o.get("samples_per_epoch"):
             dataset = Cycled(dataset, max(int(o["samples_per_epoch"]), len(dataset)))
+        if split == "val" and self.val_max_images and self.val_max_images < len(dataset):
+            dataset = Subset(dataset, range(self.val_max_images))
         return dataset
 
     def _world_size(self) -> int:
@@ -215,16 +225,48 @@ class RestorationDataModule(L.LightningDataModule):
     def _check_world_size(self) -> None:
         _check_epoch(len(self.datasets["train"]), self.options["batch_size"], self._world_size())
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _eval_sampler(self, dataset: Dataset, split: str):
+        """Under DDP, each evaluation image on exactly one rank (Lightning's default sampler pads the
+        last round with repeated images, which would then be counted twice in the metrics)."""
+        trainer = getattr(self, "trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        if world == 1:
+            return None
+        if len(dataset) < world:
+            raise DataError(f"{len(dataset)} {split} image(s) for {world} ranks: every rank needs at least one "
+                            f"(raise val.max_images, add images, or use fewer devices)")
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank), shuffle=False)
+
+    def _train_order(self, dataset: Dataset) -> dict:
+        """Shuffling and the workers' base seeds from two generators of their own: nothing depends on
+        the global RNG (not in checkpoints), and the sampler's generator, which torchdata's
+        RandomSampler saves and restores, is not also advanced by each epoch's base-seed draw.
+        Under DDP, torch's DistributedSampler (what Lightning would insert, shuffled by seed and
+        epoch), given here because Lightning would not see torchdata's sampler as shuffled."""
+        trainer = getattr(self, "trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        if world > 1:
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank), shuffle=True,
+                                         seed=self.seed)
+        else:
+            sampler = StatefulRandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        return {"sampler": sampler, "generator": torch.Generator().manual_seed(self.seed + 1)}
+
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
         if self.datasets[split] is None:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         dataset = self.datasets[split]
-        workers = self.options["num_workers"] if split == "train" else min(self.options["num_workers"], len(dataset))
-        return DataLoader(
+        train = split == "train"
+        workers = self.options["num_workers"] if train else min(self.options["num_workers"], len(dataset))
+        # Training: torchdata's StatefulDataLoader, whose position (sampler order, items already
+        # served, each worker's TrainDraws state) Lightning saves in checkpoints and restores on
+        # resume, so a run resumed mid-epoch sees the batches the uninterrupted run would have.
+        loader_cls = StatefulDataLoader if train else DataLoader
+        return loader_cls(
             dataset,
+            **(self._train_order(dataset) if train else {"sampler": self._eval_sampler(dataset, split)}),
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=split == "train",
+            drop_last=train,
             num_workers=workers,
             pin_memory=bool(self.options.get("pin_memory")) and torch.cuda.is_available(),
             persistent_workers=bool(self.options.get("persistent_workers", True)) and workers > 0,
@@ -232,6 +274,7 @@ class RestorationDataModule(L.LightningDataModule):
         )
 
 
-def build_datamodule(data_cfg: Any, *, seed: int = 0) -> RestorationDataModule:
-    """The DataModule for the `data:` config node; `seed` fixes the validation degradations."""
-    return RestorationDataModule(data_cfg, seed=seed)
+def build_datamodule(data_cfg: Any, *, seed: int = 0, val_max_images: int | None = None) -> RestorationDataModule:
+    """The DataModule for the `data:` config node; `seed` fixes the validation degradations;
+    `val_max_images` keeps the first N validation images (the same ones for any number of ranks)."""
+    return RestorationDataModule(data_cfg, seed=seed, val_max_images=val_max_images)

@@ -7,6 +7,8 @@ or a centre crop. Items are dicts {"lq": [3, H, W], "gt": [3, H, W], "name": str
 
 from __future__ import annotations
 
+import os
+
 from typing import Sequence
 
 import numpy as np
@@ -50,6 +52,33 @@ def augment(images: Sequence[torch.Tensor], rng: np.random.Generator) -> list[to
     return out
 
 
+class TrainDraws:
+    """The random crops, flips and degradations of training items: one numpy Generator per process.
+
+    Seeded on first use from `torch.initial_seed()` (base seed + worker id in a DataLoader worker,
+    the `seed_everything` seed in the main process). Its state is the data set's `state_dict`, which
+    torchdata's StatefulDataLoader snapshots per worker and Lightning stores in the checkpoint, so a
+    resumed run draws the same patches as an uninterrupted one.
+    """
+
+    def __init__(self):
+        self._rng: np.random.Generator | None = None
+        self._pid = -1
+
+    def rng(self) -> np.random.Generator:
+        # A forked worker must not continue the parent's stream (its state depends on when the
+        # parent last saved a checkpoint): each process seeds its own.
+        if self._rng is None or self._pid != os.getpid():
+            self._rng, self._pid = np.random.default_rng(torch.initial_seed()), os.getpid()
+        return self._rng
+
+    def state_dict(self) -> dict:
+        return {"bit_generator": self.rng().bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng().bit_generator.state = state["bit_generator"]
+
+
 class RestorationDataset(Dataset):
     """LQ/GT pairs from `samples` (LQ read from disk, or made from GT by `degradation`).
 
@@ -75,14 +104,19 @@ class RestorationDataset(Dataset):
         self.degradation, self.crop, self.small_images = degradation, crop, small_images
         self.resize_to, self.seed = resize_to, seed
         self.multiple = self.scale * (degradation.multiple_of if degradation is not None else 1)
+        self.draws = TrainDraws()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _rng(self, name: str) -> np.random.Generator:
-        if self.train:  # torch's RNG is seeded per worker by the DataLoader (and by seed_everything)
-            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        return image_rng(self.seed, name)
+        return self.draws.rng() if self.train else image_rng(self.seed, name)
+
+    def state_dict(self) -> dict:
+        return self.draws.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.draws.load_state_dict(state)
 
     def _load(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor | None]:
         gt = read_image(sample.gt)
@@ -169,6 +203,9 @@ class MixedDataset(Dataset):
         self.types = list(parts)
         self.parts = [parts[t] for t in self.types]
         self.train = train
+        self.draws = getattr(self.parts[0], "draws", TrainDraws())
+        for part in self.parts:  # one stream for every type: the state is one generator
+            part.draws = self.draws
         if not train:
             self.order = []
             for rank in range(max(len(p) for p in self.parts)):
@@ -186,6 +223,12 @@ class MixedDataset(Dataset):
             item = self.parts[k][rank]
         return {**item, "name": f"{self.types[k]}/{item['name']}"}
 
+    def state_dict(self) -> dict:
+        return self.draws.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.draws.load_state_dict(state)
+
 
 class Cycled(Dataset):
     """A small training set repeated to `length` items per epoch (fewer epoch restarts)."""
@@ -198,6 +241,12 @@ class Cycled(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.base[index % len(self.base)]
+
+    def state_dict(self) -> dict:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base.load_state_dict(state)
 
 
 def collate(batch: list[dict]) -> dict:
