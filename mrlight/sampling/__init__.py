@@ -64,7 +64,7 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
            solver: str | None = None, order: int | None = None, parameterization: str | None = None,
            prediction: str = "noise", time_schedule: str | None = None, lambda_min: float | None = None,
            t_min: float | None = None, lower_order_final: bool = True, denoise_last: bool = False, final_order: int | None = None,
-           corrector: str = "none", unic_variant: str = "bh2", noise_scale: float | None = None,
+           corrector: str = "none", unic_variant: str | None = None, noise_scale: float | None = None,
            thresholding: bool = False, threshold_ratio: float = 0.995, threshold_max: float = 1.5,
            x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable | None = None) -> torch.Tensor:
@@ -92,7 +92,8 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
             polynomial for eps in u = sigma_bar / alpha (t = 0 is u = 0); 1 is the first-order
             step, whose lambda -> inf limit is x0_hat in the data form.
         corrector: "none" or "unic" (mr): UniC corrector (Zhao et al., 2023), no extra NFE.
-        unic_variant: UniC's B(h) for its one-point case: "bh2" (default), "bh1" or "exact".
+        unic_variant: UniC's B(h) for its one-point case: "bh1", "bh2" or "exact" (default: bh2 for
+            the data form, bh1 for the noise form, where bh2 and exact diverge at NFE 5).
         noise_scale: ER-SDE's eta in [0, 1] (solver "er-sde" only; default 0.5).
         denoise_last: return x0_hat of the last evaluation instead of the last solver step.
         thresholding: dynamic thresholding of x0_hat (data parameterization).
@@ -118,6 +119,8 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     if isinstance(time_schedule, str) and not time_schedule.lower().endswith((".yaml", ".yml")):
         _choice("time_schedule", time_schedule, TIME_SCHEDULE_NAMES if is_mr else TIME_SCHEDULES)
     _choice("corrector", corrector, CORRECTORS)
+    if unic_variant is None:  # measured best per form (docs/SAMPLERS.md): B2 for data, B1 for noise
+        unic_variant = "bh2" if parameterization == "data" else "bh1"
     _choice("unic_variant", unic_variant, UNIC_VARIANTS)
     if corrector != "none" and not is_mr:
         raise ValueError(f"corrector applies to sampler='mr' only, not {sampler!r}")

@@ -41,8 +41,8 @@ from mrlight.sampling.common import Denoiser, check_finite, randn_like
 MAX_ORDER = {"ode": 3, "sde": 2, "er-sde": 3}
 CORRECTORS = ("none", "unic")
 # Order lowering near t = 0 only for short runs, as DPM-Solver's code (steps < 10) and the official
-# MR Sampler do: with 10+ steps the last ratios h_prev / h are tame and lowering cost accuracy
-# (uniform-lambda ODE-3 at NFE 10: W1 0.015 -> 0.007, docs/SAMPLERS.md).
+# MR Sampler do. Measured (docs/SAMPLERS.md), the effect at NFE >= 10 is mixed: it fixes ODE-3 on
+# uniform-lambda at NFE 10 (W1 0.015 -> 0.010) and costs ODE-3 on linspace / quadratic-t.
 LOWER_ORDER_BELOW_NFE = 10
 UNIC_VARIANTS = ("bh1", "bh2", "exact")
 

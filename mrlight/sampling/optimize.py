@@ -130,7 +130,7 @@ class _Problem:
 def optimize_times(sde: MRSDE, nfe: int, *, order: int = 2, corrector: str = "none", solver: str = "ode",
                    parameterization: str = "data", model_fn: Callable | None = None, mu: torch.Tensor | None = None,
                    prediction: str = "noise", pixels: int = 4000, seed: int = 0, max_evals: int | None = None,
-                   reference_nfe: int = 100, init: str = "karras-t", unic_variant: str = "bh2",
+                   reference_nfe: int = 100, init: str = "karras-t", unic_variant: str | None = None,
                    progress: Callable | None = None):
     """Times (a list of nfe + 1 floats from T to 0) minimising the distance to a reference PF-ODE solve.
 
@@ -146,7 +146,7 @@ def optimize_times(sde: MRSDE, nfe: int, *, order: int = 2, corrector: str = "no
     if (model_fn is None) != (mu is None):
         raise ValueError("optimize_times needs both model_fn and mu (validation images), or neither")
     kwargs = dict(solver=solver, order=order, parameterization=parameterization, corrector=corrector)
-    if corrector != "none":
+    if corrector != "none" and unic_variant is not None:
         kwargs["unic_variant"] = unic_variant
     problem = _Problem(sde, nfe, kwargs, model_fn, mu, pixels, seed, reference_nfe, prediction)
     start = get_times(init, sde, nfe)
