@@ -185,3 +185,20 @@ def test_tune_steps_then_sample_py_with_the_steps_file(load_tiny, env, tmp_path,
         assert proc.returncode == 0, proc.stderr[-2000:]
     proc = run_script("mrlight/tune_steps.py", [f"ckpt={ckpt}", f"input={lq}", "output=steps.txt"], env, tmp_path)
     assert proc.returncode == 2 and "must be a .yaml file" in proc.stderr
+
+
+def test_run_config_accepts_optimized_unic_and_er_sde_for_validation(tmp_path):
+    from mrlight.config import load_config
+    from mrlight.module import sampler_options
+
+    cfg = load_config(["sampler.time_schedule=optimized", "sampler.corrector=unic"])
+    opts = sampler_options(cfg.sampler)
+    out = sample(Oracle(LAW, SDE), torch.full((1, 1, 4, 4), 0.5), SDE, **opts)
+    assert torch.isfinite(out).all()
+    cfg = load_config(["sampler.solver=er-sde", "sampler.noise_scale=0.25", "sampler.time_schedule=[100,40,10,0]",
+                       "sampler.nfe=3"])
+    sample(Oracle(LAW, SDE), torch.full((1, 1, 4, 4), 0.5), SDE, **sampler_options(cfg.sampler))
+    for bad, match in (("sampler.corrector=unicorn", "valid: none, unic"),
+                       ("sampler.time_schedule=karras", "did you mean 'karras-t'")):
+        with pytest.raises(ConfigError, match=match):
+            load_config([bad])
