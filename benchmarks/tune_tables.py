@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mrlight.sampling.optimize import (TABLE_NFES, TABLE_ORDERS, TABLE_PATH, entry_key,  # noqa: E402
-                                       optimize_times, sde_key)
+from mrlight.sampling.optimize import (BUDGETS, TABLE_NFES, TABLE_ORDERS, TABLE_PATH,  # noqa: E402
+                                       entry_key, optimize_times, sde_key)
 from mrlight.sde import MRSDE  # noqa: E402
 
 MAX_SIGMAS = (10, 30, 50, 70)
-PIXELS = {5: 4000, 10: 2000, 20: 2000}
-MAX_EVALS = {5: 600, 10: 400, 20: 250}
+PIXELS = {n: b[0] for n, b in BUDGETS.items()}
+MAX_EVALS = {n: b[1] for n, b in BUDGETS.items()}
 
 
 def tune(max_sigmas, out: Path) -> dict:

@@ -3,8 +3,8 @@
 Li et al., "MR Sampler: Fast Sampling of Mean Reverting Diffusion" (ICLR 2025), following
 DPM-Solver / DPM-Solver++ (Lu et al., 2022). With h = lambda_t - lambda_s (s the earlier,
 noisier time) the linear part is solved exactly and the prediction (x0_hat or eps_hat) is
-expanded as a Taylor polynomial in lambda, its derivatives estimated from the last k
-predictions (multistep, Newton divided differences). The four updates (DESIGN section 4):
+expanded as a Taylor polynomial in lambda, its derivatives those of the polynomial through the
+last k predictions (multistep; `_taylor_weights`). The four updates (DESIGN section 4):
 
     ODE, data:  x_t = (sb_t/sb_s) x_s + c_mu mu + alpha_t   sum_j f^(j) I_j(h),  I_j = int_0^h e^{u-h}    u^j/j! du
     SDE, data:  x_t = (sb_t/sb_s) e^{-h} x_s + c_mu mu + 2 alpha_t sum_j f^(j) K_j(h) + sb_t sqrt(1-e^{-2h}) z,
@@ -13,7 +13,10 @@ predictions (multistep, Newton divided differences). The four updates (DESIGN se
     SDE, noise: x_t = (a_t/a_s) x_s + (1 - a_t/a_s) mu - 2 sb_t sum_j e^(j) J_j(h) + sb_t sqrt(e^{2h}-1) z
 
 The integrals have closed forms by the recursions I_j = h^j/j! - I_{j-1}, J_j = J_{j-1} - h^j/j!,
-K_j = h^j/(2 j!) - K_{j-1}/2. These are the exact Taylor coefficients; the official code's
+K_j = h^j/(2 j!) - K_{j-1}/2. The code computes both data-form kernels as one, L_j(c) =
+c int_0^h e^{-c(h-u)} u^j/j! du (L(1) = I, L(2) = 2 K), which also gives the ER-SDE family
+(c = 1 + eta, `solver="er-sde"`) and the UniC corrector (`unic_weights`); docs/SAMPLERS.md derives
+both. These are the exact Taylor coefficients; the official code's
 third-order term (borrowed from DPM-Solver++(3M)) carries half of the exact I_2 coefficient,
 which `benchmarks/sampler_quality.py` shows costs it its third order.
 

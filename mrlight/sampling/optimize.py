@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 TABLE_PATH = Path(__file__).with_name("optimized_steps.json")
 TABLE_NFES = (5, 10, 20)
 TABLE_ORDERS = (1, 2, 3)
+# (calibration pixels, Nelder-Mead evaluations) of the stored tables and of on-first-use tuning:
+# minutes, not hours, on one CPU core.
+BUDGETS = {5: (4000, 600), 10: (2000, 400), 20: (2000, 250)}
+
+
+def budget(nfe: int) -> tuple[int, int]:
+    return BUDGETS.get(nfe, (2000, max(100, min(600, 6000 // max(nfe, 1)))))
 
 
 def calibration_laws():
@@ -167,7 +174,7 @@ def optimize_times(sde: MRSDE, nfe: int, *, order: int = 2, corrector: str = "no
     x0 = params_from_times(sde, start).numpy()
     budget = max_evals or 150 * (nfe - 1)
     minimize(objective, x0, method="Nelder-Mead",
-             options=dict(maxfev=budget, xatol=1e-3, fatol=1e-7, adaptive=nfe > 5, initial_simplex=None))
+             options=dict(maxfev=budget, xatol=1e-3, fatol=1e-7, adaptive=nfe > 5))
     return best[1].tolist(), {"before": before, "after": best[0]}
 
 
@@ -204,7 +211,8 @@ def optimized_times(sde: MRSDE, nfe: int, order: int, corrector: str = "none") -
     times = disk.get(skey, {}).get(ekey)
     if times is None:
         log.warning("computing optimized time steps for %s, %s (one-off; cached in %s)", sde, ekey, cache)
-        times, _ = optimize_times(sde, nfe, order=order, corrector=corrector)
+        pixels, evals = budget(nfe)
+        times, _ = optimize_times(sde, nfe, order=order, corrector=corrector, pixels=pixels, max_evals=evals)
         disk.setdefault(skey, {})[ekey] = times
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
