@@ -5,7 +5,9 @@
 
 Writes one PNG per input image to `output` (never into the input or gt folder). With `gt`, prints
 a per-image PSNR / SSIM (RGB and Y) / LPIPS table with the mean, and writes output/metrics.csv.
-The sampler defaults to the checkpoint's `sampler.*` config (MR Sampler, NFE 10).
+The sampler defaults to the checkpoint's `sampler.*` config (MR Sampler, NFE 10), e.g.
+`sampler.time_schedule=optimized sampler.corrector=unic` or `sampler.time_schedule=steps.yaml`
+(times tuned by `python -m mrlight.tune_steps`).
 Exit codes: 0 done, 2 bad input (arguments, files, checkpoint).
 """
 
@@ -31,10 +33,12 @@ def parse(argv: list[str], sampler_defaults: dict | None = None):
     """Validate key=value arguments against DEFAULTS and the checkpoint's sampler block."""
     from omegaconf import OmegaConf
 
-    from mrlight.config import ConfigError, MULTI_TYPED, parse_overrides, validate
+    from mrlight.config import ConfigError, MULTI_TYPED, load_config, parse_overrides, validate
 
     MULTI_TYPED.setdefault("tile", (int, type(None)))
     MULTI_TYPED.setdefault("lpips", (bool, str))
+    if sampler_defaults is not None:  # sampler keys added since the checkpoint was written take their defaults
+        sampler_defaults = {**OmegaConf.to_container(load_config().sampler), **sampler_defaults}
     schema = OmegaConf.create({**DEFAULTS, "sampler": sampler_defaults or {}})
     try:
         cli = OmegaConf.from_dotlist(parse_overrides(argv))

@@ -1,7 +1,8 @@
 """Plot W1-to-the-true-law against NFE from benchmarks/out/sampler_quality.csv.
 
 One panel per MR solver (ODE orders 1-3, SDE orders 1-2), a line per parameterization and time
-schedule for mrlight (solid) and the official rules (dashed), the baselines in grey, and a
+schedule for mrlight (solid; with the UniC corrector dash-dot, optimized and karras-t steps only)
+and the official rules (dashed), the baselines in grey, and a
 horizontal line at posterior sampling's W1 at NFE 100; a dot marks the first NFE at which each
 MR configuration reaches it. Called by sampler_quality.py; also runs alone:
 
@@ -21,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PNG = HERE.parent / "docs" / "img" / "quality_vs_nfe.png"
-COLORS = {"linspace": "tab:blue", "uniform-lambda": "tab:orange", "karras-t": "tab:green", "quadratic-t": "tab:purple"}
+COLORS = {"linspace": "tab:blue", "uniform-lambda": "tab:orange", "karras-t": "tab:green", "quadratic-t": "tab:purple",
+          "optimized": "tab:brown"}
 
 
 def load(path: Path):
@@ -50,12 +52,16 @@ def plot(rows, png: Path = DEFAULT_PNG, title_suffix: str = "") -> Path:
                 continue
             if fam not in ("mrlight", "official") or (sv, od) != (solver, order):
                 continue
+            unic = sampler == "mr+unic"
+            if unic and sched not in ("optimized", "karras-t"):
+                continue  # UniC on the two best schedules only, for legibility
             pts.sort()
-            ls = "-" if fam == "mrlight" else "--"
+            ls = (0, (4, 1, 1, 1)) if unic else ("-" if fam == "mrlight" else "--")
+            fam = "mrlight+UniC" if unic else fam
             marker = "o" if param == "data" else "s"
-            ax.plot(*zip(*pts), ls=ls, marker=marker, ms=3, color=COLORS.get(sched, "k"), lw=1.2 if fam == "mrlight" else 0.8,
-                    alpha=1.0 if fam == "mrlight" else 0.6, label=f"{fam} {param} {sched}" if (solver, order) == ("ode", "3") else None)
-            if fam == "mrlight" and target is not None:
+            ax.plot(*zip(*pts), ls=ls, marker=marker, ms=3, color=COLORS.get(sched, "k"), lw=0.8 if fam == "official" else 1.2,
+                    alpha=0.6 if fam == "official" else 1.0, label=f"{fam} {param} {sched}" if (solver, order) == ("ode", "3") else None)
+            if fam.startswith("mrlight") and target is not None:
                 reach = [n for n, w in pts if w <= target]
                 if reach:
                     ax.plot([min(reach)], [dict(pts)[min(reach)]], "o", ms=9, mfc="none", mec="red")
@@ -74,7 +80,7 @@ def plot(rows, png: Path = DEFAULT_PNG, title_suffix: str = "") -> Path:
     axes[0].legend(fontsize=7, loc="lower left", title="baselines", title_fontsize=7)
     handles, labels = axes[2].get_legend_handles_labels()
     axes[5].axis("off")
-    axes[5].legend(handles, labels, fontsize=7, loc="center", title="solid: mrlight, dashed: official rules;\n"
+    axes[5].legend(handles, labels, fontsize=7, loc="center", title="solid: mrlight, dash-dot: mrlight + UniC,\ndashed: official rules; "
                    "circles: data form, squares: noise form", title_fontsize=7)
     fig.suptitle("Perfect network, Gaussian-mixture law. Red line: posterior sampling at NFE 100; red circle: first NFE\n"
                  "at which an mrlight configuration reaches it; dotted: W1 of an exact sample (noise floor)" + title_suffix,

@@ -79,6 +79,13 @@ def main(argv=None):
     configs = [("mr ode-2 data (default)", dict(sampler="mr")),
                ("mr ode-3 noise", dict(sampler="mr", order=3, parameterization="noise")),
                ("mr sde-2 data", dict(sampler="mr", solver="sde", order=2)),
+               ("mr ode-2 data optimized + unic", dict(sampler="mr", time_schedule="optimized", corrector="unic")),
+               ("mr ode-3 noise optimized + unic", dict(sampler="mr", order=3, parameterization="noise",
+                                                        time_schedule="optimized", corrector="unic")),
+               ("mr sde-2 data optimized + unic", dict(sampler="mr", solver="sde", order=2, time_schedule="optimized",
+                                                       corrector="unic")),
+               ("mr er-sde-2 eta=0.5 + unic", dict(sampler="mr", solver="er-sde", order=2, noise_scale=0.5,
+                                                   corrector="unic")),
                ("posterior", dict(sampler="posterior")),
                ("euler", dict(sampler="euler"))]
     x = torch.rand(1, 3, size, size)

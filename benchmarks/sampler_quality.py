@@ -3,12 +3,15 @@
 The analytic problem of `mrlight.analytic`: every pixel's residual x0 - mu is an independent draw
 from a 3-component Gaussian mixture, so E[x0 | x_t] is exact and a sampler's output can be
 compared with the true law by the 1-D Wasserstein distance W1 over many pixels (DESIGN section 5).
-Rows: mrlight's MR Sampler (every solver, order, parameterization, time schedule), the official
+Rows: mrlight's MR Sampler (every solver, order, parameterization, time schedule including the
+optimized steps, without and with the UniC corrector "mr+unic", and the ER-SDE family), the official
 MR Sampler's rules (benchmarks/reference_samplers.py, on DA-CLIP's grid), and the baselines
 (posterior, euler, heun). Columns: NFE.
 
     python benchmarks/sampler_quality.py            # 60k pixels, about 15 minutes on one CPU core
     python benchmarks/sampler_quality.py --quick    # 20k pixels, NFE 5/10/20 only
+    python benchmarks/sampler_quality.py --nfe 5 10 20 --no-ablation   # the bars: 60k pixels, NFE 5/10/20,
+                                                    # posterior@100, and a second held-out law
 
 Writes benchmarks/out/sampler_quality.csv and prints markdown tables.
 """
@@ -31,7 +34,11 @@ from mrlight.sampling import sample  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
 SOLVER_ORDERS = [("ode", 1), ("ode", 2), ("ode", 3), ("sde", 1), ("sde", 2)]
-MR_SCHEDULES = ["linspace", "uniform-lambda", "karras-t", "quadratic-t"]
+MR_SCHEDULES = ["linspace", "uniform-lambda", "karras-t", "quadratic-t", "optimized"]
+ER_SDE_NOISE_SCALES = (0.25, 0.5, 0.75)
+# A second law for the held-out check (neither this nor GaussianMixture() is a calibration law of
+# the optimized steps, mrlight.sampling.optimize.calibration_laws).
+SECOND_LAW = dict(weights=[0.7, 0.3], means=[0.05, -0.1], stds=[0.02, 0.1])
 OFFICIAL_SCHEDULES = ["linspace", "uniform-lambda", "karras-t"]  # official name of uniform-lambda: linear-lambda
 
 
@@ -55,17 +62,26 @@ def run_all(pixels: int, nfes: list[int], seed: int, ablation: bool):
         for solver, order in SOLVER_ORDERS:
             for param in ("data", "noise"):
                 for sched in MR_SCHEDULES:
-                    cfg = dict(sampler="mr", solver=solver, order=order, parameterization=param, schedule=sched)
-                    t = time.perf_counter()
-                    out = sample(Oracle(law, sde), mu, sde, sampler="mr", nfe=nfe, solver=solver, order=order,
-                                 parameterization=param, time_schedule=sched, generator=gen())
-                    record("mrlight", cfg, nfe, out, time.perf_counter() - t)
+                    for corrector in ("none", "unic"):
+                        name = "mr" if corrector == "none" else "mr+unic"
+                        cfg = dict(sampler=name, solver=solver, order=order, parameterization=param, schedule=sched)
+                        t = time.perf_counter()
+                        out = sample(Oracle(law, sde), mu, sde, sampler="mr", nfe=nfe, solver=solver, order=order,
+                                     parameterization=param, time_schedule=sched, corrector=corrector, generator=gen())
+                        record("mrlight", cfg, nfe, out, time.perf_counter() - t)
                 for sched in OFFICIAL_SCHEDULES:
                     cfg = dict(sampler="mr", solver=solver, order=order, parameterization=param, schedule=sched)
                     t = time.perf_counter()
                     out = official_mr_sample(Oracle(law, sde, schedule=grid.at), mu, grid, nfe, solver=solver,
                                              order=order, parameterization=param, schedule=sched, generator=gen())
                     record("official", cfg, nfe, out, time.perf_counter() - t)
+        for eta in ER_SDE_NOISE_SCALES:
+            for sched in ("karras-t", "optimized"):
+                cfg = dict(sampler=f"mr eta={eta}", solver="er-sde", order=2, parameterization="data", schedule=sched)
+                t = time.perf_counter()
+                out = sample(Oracle(law, sde), mu, sde, nfe=nfe, solver="er-sde", order=2, noise_scale=eta,
+                             time_schedule=sched, generator=gen())
+                record("mrlight", cfg, nfe, out, time.perf_counter() - t)
         for sampler, solver in (("posterior", "sde"), ("euler", "sde"), ("euler", "ode"), ("heun", "ode")):
             n = nfe if sampler != "heun" else nfe - (1 - nfe % 2)
             cfg = dict(sampler=sampler, solver=solver, order="", parameterization="", schedule="linspace")
@@ -87,9 +103,49 @@ def run_all(pixels: int, nfes: list[int], seed: int, ablation: bool):
                             out = sample(Oracle(law, sde), mu, sde, nfe=nfe, solver="ode", order=order,
                                          parameterization=param, time_schedule=sched, generator=gen(), **v)
                             record("ablation", cfg, nfe, out, time.perf_counter() - t)
+            for order in (2, 3):
+                for sched in ("karras-t", "optimized"):
+                    for variant in ("bh1", "exact"):
+                        cfg = dict(sampler=f"mr+unic unic_variant={variant}", solver="ode", order=order,
+                                   parameterization="data", schedule=sched)
+                        t = time.perf_counter()
+                        out = sample(Oracle(law, sde), mu, sde, nfe=nfe, order=order, time_schedule=sched,
+                                     corrector="unic", unic_variant=variant, generator=gen())
+                        record("ablation", cfg, nfe, out, time.perf_counter() - t)
         print(f"  NFE {nfe}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     floor = wasserstein1(law.sample((pixels,), torch.Generator().manual_seed(seed + 1)), law)
+    if 100 not in nfes:  # the reference point of the bars
+        out = sample(Oracle(law, sde), mu, sde, sampler="posterior", nfe=100, generator=gen())
+        record("baseline", dict(sampler="posterior", solver="sde", order="", parameterization="", schedule="linspace"),
+               100, out, 0.0)
     return rows, floor
+
+
+HELD_OUT = [dict(order=o, parameterization=p, time_schedule=s, corrector=c)
+            for o in (2, 3) for p in ("data", "noise") for s in ("karras-t", "optimized") for c in ("none", "unic")]
+
+
+def held_out_law(pixels: int, seed: int):
+    """The bars on a second law: best MR configurations at NFE 5/10 vs posterior@100 and the floor."""
+    sde, law = MRSDE(), GaussianMixture(**SECOND_LAW)
+    mu = torch.full((pixels // 100, 1, 10, 10), 0.5)
+
+    def w1(**kw):
+        out = sample(Oracle(law, sde), mu, sde, generator=torch.Generator().manual_seed(seed), **kw)
+        return wasserstein1((out.clamp(0, 1) - mu).double(), law)
+
+    rows = [dict(cfg, nfe=n, w1=w1(nfe=n, **cfg)) for n in (5, 10) for cfg in HELD_OUT]
+    post = w1(sampler="posterior", nfe=100)
+    floor = wasserstein1(law.sample((pixels,), torch.Generator().manual_seed(seed + 1)), law)
+    return rows, post, floor
+
+
+def print_bars(name: str, best: dict, post100: float, floor: float):
+    print(f"\n### Bars on {name}\n")
+    print(f"- NFE 5: best W1 {best[5][0]:.4f} ({best[5][1]}) vs posterior at NFE 100 {post100:.4f}: "
+          + ("met" if best[5][0] <= post100 else "NOT met"))
+    print(f"- NFE 10: best W1 {best[10][0]:.4f} ({best[10][1]}) vs 2 x floor {2 * floor:.4f}: "
+          + ("met" if best[10][0] <= 2 * floor else "NOT met"))
 
 
 def key(r):
@@ -165,8 +221,19 @@ def main(argv=None):
             if m > v[n] + 2 * floor:
                 verdict = "both diverged (> 0.1)" if v[n] > 0.1 else "official better"
                 print("| " + " | ".join(k[2:]) + f" | {n} | {m:.4f} | {v[n]:.4f} | {verdict} |")
-    base = pivot(rows, nfes, {"baseline"})
+    base = pivot(rows, nfes + [100], {"baseline"})
     post100 = base.get(("baseline", "posterior", "sde", "", "", "linspace"), {}).get(100)
+    if 5 in nfes and 10 in nfes:
+        best = {n: min(((v[n], ", ".join(k[1:])) for k, v in mine.items() if n in v)) for n in (5, 10)}
+        print_bars("the benchmark law GaussianMixture() (not a calibration law)", best, post100, floor)
+        held, post_b, floor_b = held_out_law(pixels, a.seed)
+        print(f"\n### Second held-out law {SECOND_LAW}\n")
+        print("| order | param | schedule | corrector | NFE | W1 |\n|---|---|---|---|---|---|")
+        for r in held:
+            print(f"| {r['order']} | {r['parameterization']} | {r['time_schedule']} | {r['corrector']} | {r['nfe']} | {r['w1']:.4f} |")
+        best_b = {n: min((r["w1"], f"{r['order']}, {r['parameterization']}, {r['time_schedule']}, {r['corrector']}")
+                         for r in held if r["nfe"] == n) for n in (5, 10)}
+        print_bars("the second held-out law", best_b, post_b, floor_b)
     for n in (5, 10, 20):
         if n in nfes:
             best = min(((v[n], k) for k, v in mine.items() if n in v), key=lambda x: x[0])

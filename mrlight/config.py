@@ -25,7 +25,8 @@ MULTI_TYPED = {
     "val.lpips": (bool, str),         # true | false | "random" (random backbone, tests only)
     "ckpt_path": (str, type(None)),
     "init_from": (str, type(None)),
-    "sampler.time_schedule": (str, type(None)),
+    "sampler.time_schedule": (str, list, ListConfig, type(None)),  # a name, a .yaml file of times, or times
+    "sampler.noise_scale": (int, float, type(None)),
     "sampler.lambda_min": (int, float, type(None)),
     "optim.grad_clip": (int, float, type(None)),
     "data.val_crop": (int, type(None)),
@@ -258,22 +259,36 @@ CHOICES = {
 }
 
 
+def check_time_schedule(ts) -> None:
+    """sampler.time_schedule: a schedule name, a YAML file of times that exists, a list of times, or null."""
+    from mrlight.sampling import TIME_SCHEDULE_NAMES
+
+    if ts is None or isinstance(ts, (list, ListConfig)):
+        return  # a list is checked against nfe and T by the sampler (sample.py dry-runs it)
+    if str(ts).lower().endswith((".yaml", ".yml")):
+        if not Path(str(ts)).is_file():
+            raise ConfigError(f"sampler.time_schedule={ts!r}: file not found (a YAML file with a 'times:' list)")
+        return
+    if ts not in TIME_SCHEDULE_NAMES:
+        raise ConfigError(f"sampler.time_schedule={ts!r} is not valid{_suggest(str(ts), TIME_SCHEDULE_NAMES)}; "
+                          f"valid: {', '.join(TIME_SCHEDULE_NAMES)}, a .yaml file of times, a list of times, or null")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Enumerated and range-limited values, with the valid choices in the message."""
     from mrlight.models import PRESETS, network_config
-    from mrlight.sampling import SAMPLERS, SOLVERS, TIME_SCHEDULES
+    from mrlight.sampling import CORRECTORS, SAMPLERS, SOLVERS
 
     choices = dict(CHOICES)
     choices["network.name"] = tuple(PRESETS)
     choices["sampler.sampler"] = tuple(SAMPLERS)
     choices["sampler.solver"] = SOLVERS
+    choices["sampler.corrector"] = CORRECTORS
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in valid:
             raise ConfigError(f"{key}={value!r} is not valid{_suggest(str(value), valid)}; valid: {', '.join(valid)}")
-    ts = OmegaConf.select(cfg, "sampler.time_schedule")
-    if ts is not None and ts not in TIME_SCHEDULES:
-        raise ConfigError(f"sampler.time_schedule={ts!r} is not valid; valid: {', '.join(TIME_SCHEDULES)} or null")
+    check_time_schedule(OmegaConf.select(cfg, "sampler.time_schedule"))
     lp = OmegaConf.select(cfg, "val.lpips")
     if lp not in (True, False, "random"):
         raise ConfigError(f"val.lpips={lp!r} is not valid; valid: true, false, random")

@@ -67,6 +67,8 @@ def sampler_options(cfg_sampler: dict) -> dict:
         opts.pop("order", None)  # MR-only options would be rejected by the baselines
         opts.pop("thresholding", None)
         opts.pop("denoise_last", None)
+        if opts.get("corrector") == "none":
+            opts.pop("corrector")
     return opts
 
 

@@ -21,8 +21,10 @@ import torch
 from mrlight import parameterization as P
 from mrlight.sampling.baselines import sample_euler, sample_heun, sample_posterior
 from mrlight.sampling.common import Denoiser, NonFiniteError, dynamic_threshold
-from mrlight.sampling.mr import MAX_ORDER, sample_mr
-from mrlight.sampling.schedules import DEFAULT_T_MIN, TIME_SCHEDULES, get_times
+from mrlight.sampling.mr import CORRECTORS, MAX_ORDER, UNIC_VARIANTS, sample_mr
+from mrlight.sampling.optimize import optimize_times, optimized_times
+from mrlight.sampling.schedules import (DEFAULT_T_MIN, TIME_SCHEDULE_NAMES, TIME_SCHEDULES, check_times, get_times,
+                                        resolve_times)
 from mrlight.sde import MRSDE
 
 SAMPLERS: dict[str, Callable] = {
@@ -31,14 +33,15 @@ SAMPLERS: dict[str, Callable] = {
     "euler": sample_euler,
     "heun": sample_heun,
 }
-SOLVERS = ("ode", "sde")
+SOLVERS = ("ode", "sde", "er-sde")
 PARAMETERIZATIONS = ("noise", "data")
 
 # The MR Sampler's defaults, chosen from benchmarks/sampler_quality.py (docs/SAMPLERS.md).
 MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=DEFAULT_T_MIN)
 
-__all__ = ["sample", "SAMPLERS", "SOLVERS", "PARAMETERIZATIONS", "TIME_SCHEDULES", "MR_DEFAULTS",
-           "NonFiniteError", "get_times", "dynamic_threshold"]
+__all__ = ["sample", "SAMPLERS", "SOLVERS", "PARAMETERIZATIONS", "TIME_SCHEDULES", "TIME_SCHEDULE_NAMES",
+           "CORRECTORS", "MR_DEFAULTS", "NonFiniteError", "get_times", "check_times", "optimize_times",
+           "optimized_times", "dynamic_threshold"]
 
 
 def _choice(name: str, value, valid) -> None:
@@ -61,6 +64,7 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
            solver: str | None = None, order: int | None = None, parameterization: str | None = None,
            prediction: str = "noise", time_schedule: str | None = None, lambda_min: float | None = None,
            t_min: float | None = None, lower_order_final: bool = True, denoise_last: bool = False, final_order: int | None = None,
+           corrector: str = "none", unic_variant: str | None = None, noise_scale: float | None = None,
            thresholding: bool = False, threshold_ratio: float = 0.995, threshold_max: float = 1.5,
            x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable | None = None) -> torch.Tensor:
@@ -72,17 +76,25 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         sde: the `MRSDE` the network was trained with.
         sampler: one of `SAMPLERS` ("mr", "posterior", "euler", "heun").
         nfe: number of network evaluations (default 10 for "mr", T for the baselines).
-        solver: "ode" or "sde" (mr, euler; posterior is stochastic by definition, heun is ODE-only).
-        order: MR Sampler order, 1-3 for the ODE and 1-2 for the SDE.
+        solver: "ode" or "sde" (mr, euler; posterior is stochastic by definition, heun is ODE-only),
+            or "er-sde" (mr, data form): the ER-SDE noise-scale family (Cui et al., 2023) derived for
+            the MR SDE, between the ODE (noise_scale 0) and the reverse SDE (noise_scale 1).
+        order: MR Sampler order, 1-3 for the ODE and ER-SDE, 1-2 for the SDE.
         parameterization: MR Sampler form, "data" (x0) or "noise".
         prediction: what the network predicts: "noise", "data" or "velocity".
-        time_schedule: one of `TIME_SCHEDULES` (default "karras-t" for mr, "linspace" otherwise).
+        time_schedule: one of `TIME_SCHEDULES` (default "karras-t" for mr, "linspace" otherwise);
+            "optimized" (mr: stored tuned steps, `mrlight.sampling.optimize`); a YAML file of times;
+            or an explicit strictly decreasing list of nfe + 1 times from at most T down to 0.
         lambda_min: start where lambda(t) = lambda_min if lambda(T) is smaller (numerical stability).
         t_min: last positive time of the `uniform-lambda` and `karras-t` schedules (default 3).
-        lower_order_final: cap the MR order by the number of steps left (DPM-Solver's rule).
+        lower_order_final: below 10 steps, cap the MR order by the number of steps left (DPM-Solver's rule).
         final_order: order of the step into t = 0 (default: `order`). Above 1 it is a multistep
             polynomial for eps in u = sigma_bar / alpha (t = 0 is u = 0); 1 is the first-order
             step, whose lambda -> inf limit is x0_hat in the data form.
+        corrector: "none" or "unic" (mr): UniC corrector (Zhao et al., 2023), no extra NFE.
+        unic_variant: UniC's B(h) for its one-point case: "bh1", "bh2" or "exact" (default: bh2 for
+            the data form, bh1 for the noise form, where bh2 and exact diverge at NFE 5).
+        noise_scale: ER-SDE's eta in [0, 1] (solver "er-sde" only; default 0.5).
         denoise_last: return x0_hat of the last evaluation instead of the last solver step.
         thresholding: dynamic thresholding of x0_hat (data parameterization).
         x_T: the starting state; None draws N(mu, max_sigma^2) from `generator`.
@@ -104,7 +116,23 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     P.check_prediction(prediction)
     if time_schedule is None:
         time_schedule = MR_DEFAULTS["time_schedule"] if is_mr else "linspace"
-    _choice("time_schedule", time_schedule, TIME_SCHEDULES)
+    if isinstance(time_schedule, str) and not time_schedule.lower().endswith((".yaml", ".yml")):
+        _choice("time_schedule", time_schedule, TIME_SCHEDULE_NAMES if is_mr else TIME_SCHEDULES)
+    _choice("corrector", corrector, CORRECTORS)
+    if unic_variant is None:  # measured best per form (docs/SAMPLERS.md): B2 for data, B1 for noise
+        unic_variant = "bh2" if parameterization == "data" else "bh1"
+    _choice("unic_variant", unic_variant, UNIC_VARIANTS)
+    if corrector != "none" and not is_mr:
+        raise ValueError(f"corrector applies to sampler='mr' only, not {sampler!r}")
+    if solver == "er-sde":
+        if not is_mr or parameterization != "data":
+            raise ValueError("solver 'er-sde' is an MR Sampler solver of the data parameterization "
+                             "(sampler='mr', parameterization='data')")
+        noise_scale = 0.5 if noise_scale is None else noise_scale
+        if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale <= 1:
+            raise ValueError(f"noise_scale must be a number in [0, 1] (0: ODE, 1: reverse SDE), got {noise_scale!r}")
+    elif noise_scale is not None:
+        raise ValueError(f"noise_scale applies to solver='er-sde' only, not {solver!r}")
     if nfe is None:
         nfe = MR_DEFAULTS["nfe"] if is_mr else sde.T
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
@@ -140,13 +168,15 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     if t_min is None:
         t_min = DEFAULT_T_MIN
     steps = (nfe + 1) // 2 if sampler == "heun" else nfe
-    times = get_times(time_schedule, sde, steps, lambda_min=lambda_min, t_min=t_min)
+    times = resolve_times(time_schedule, sde, steps, lambda_min=lambda_min, t_min=t_min,
+                          order=order or 1, corrector=corrector)
     denoiser = Denoiser(model_fn, mu, sde, prediction, thresholding, threshold_ratio, threshold_max)
     opts = dict(generator=generator, callback=callback)
     if is_mr:
         opts.update(solver=solver, order=order, parameterization=parameterization,
                     lower_order_final=lower_order_final, denoise_last=denoise_last,
-                    final_order=order if final_order is None else final_order)
+                    final_order=order if final_order is None else final_order, corrector=corrector,
+                    unic_variant=unic_variant, noise_scale=float(noise_scale or 0.0))
     elif sampler in ("euler", "heun"):
         opts.update(solver=solver)
     out = SAMPLERS[sampler](denoiser, x, mu, times, **opts)

@@ -3,8 +3,8 @@
 Li et al., "MR Sampler: Fast Sampling of Mean Reverting Diffusion" (ICLR 2025), following
 DPM-Solver / DPM-Solver++ (Lu et al., 2022). With h = lambda_t - lambda_s (s the earlier,
 noisier time) the linear part is solved exactly and the prediction (x0_hat or eps_hat) is
-expanded as a Taylor polynomial in lambda, its derivatives estimated from the last k
-predictions (multistep, Newton divided differences). The four updates (DESIGN section 4):
+expanded as a Taylor polynomial in lambda, its derivatives those of the polynomial through the
+last k predictions (multistep; `_taylor_weights`). The four updates (DESIGN section 4):
 
     ODE, data:  x_t = (sb_t/sb_s) x_s + c_mu mu + alpha_t   sum_j f^(j) I_j(h),  I_j = int_0^h e^{u-h}    u^j/j! du
     SDE, data:  x_t = (sb_t/sb_s) e^{-h} x_s + c_mu mu + 2 alpha_t sum_j f^(j) K_j(h) + sb_t sqrt(1-e^{-2h}) z,
@@ -13,7 +13,10 @@ predictions (multistep, Newton divided differences). The four updates (DESIGN se
     SDE, noise: x_t = (a_t/a_s) x_s + (1 - a_t/a_s) mu - 2 sb_t sum_j e^(j) J_j(h) + sb_t sqrt(e^{2h}-1) z
 
 The integrals have closed forms by the recursions I_j = h^j/j! - I_{j-1}, J_j = J_{j-1} - h^j/j!,
-K_j = h^j/(2 j!) - K_{j-1}/2. These are the exact Taylor coefficients; the official code's
+K_j = h^j/(2 j!) - K_{j-1}/2. The code computes both data-form kernels as one, L_j(c) =
+c int_0^h e^{-c(h-u)} u^j/j! du (L(1) = I, L(2) = 2 K), which also gives the ER-SDE family
+(c = 1 + eta, `solver="er-sde"`) and the UniC corrector (`unic_weights`); docs/SAMPLERS.md derives
+both. These are the exact Taylor coefficients; the official code's
 third-order term (borrowed from DPM-Solver++(3M)) carries half of the exact I_2 coefficient,
 which `benchmarks/sampler_quality.py` shows costs it its third order.
 
@@ -24,8 +27,9 @@ Numerical care (DESIGN section 4, "known traps"):
   the step is instead taken in u = sigma_bar / alpha, where t = 0 is the finite point u = 0 and a
   multistep polynomial for eps integrates exactly (`final_step_weights`); on `linspace`, whose
   last step is long, this lowers W1 by up to 30% at NFE 5 (docs/SAMPLERS.md).
-- `lower_order_final` caps the order by the number of steps left, as DPM-Solver does, because
-  the ratio h_prev / h shrinks near t = 0 and multistep extrapolation amplifies noise there.
+- `lower_order_final` caps the order by the number of steps left when there are fewer than 10
+  steps, as DPM-Solver's code does, because the ratio h_prev / h shrinks near t = 0 and multistep
+  extrapolation amplifies errors there.
 """
 
 from __future__ import annotations
@@ -37,76 +41,78 @@ import torch
 
 from mrlight.sampling.common import Denoiser, check_finite, randn_like
 
-MAX_ORDER = {"ode": 3, "sde": 2}
+MAX_ORDER = {"ode": 3, "sde": 2, "er-sde": 3}
+CORRECTORS = ("none", "unic")
+# Order lowering near t = 0 only for short runs, as DPM-Solver's code (steps < 10) and the official
+# MR Sampler do. Measured (docs/SAMPLERS.md), the effect at NFE >= 10 is mixed: it fixes ODE-3 on
+# uniform-lambda at NFE 10 (W1 0.015 -> 0.010) and costs ODE-3 on linspace / quadratic-t.
+LOWER_ORDER_BELOW_NFE = 10
+UNIC_VARIANTS = ("bh1", "bh2", "exact")
 
 
-def _phi(kind: str, h: float, k: int) -> list[float]:
-    """[C_0, ..., C_{k-1}]: I_j (ode-data), K_j (sde-data) or J_j (noise) at step size h."""
+def noise_rate(solver: str, noise_scale: float = 0.0) -> float:
+    """c of the data-form kernel e^{-c (h - u)}: 1 for the ODE, 2 for the reverse SDE, 1 + eta for ER-SDE."""
+    return {"ode": 1.0, "sde": 2.0}.get(solver, 1.0 + noise_scale)
+
+
+def _kernel_coefficients(kind: str, h: float, k: int, c: float = 1.0) -> list[float]:
+    """[C_0, ..., C_{k-1}] with C_j = c int_0^h e^{-c(h-u)} u^j/j! du (kind "L") or int_0^h e^{h-u} u^j/j! du ("J").
+
+    Recursions by parts: L_j = h^j/j! - L_{j-1}/c, L_0 = 1 - e^{-ch}; J_j = J_{j-1} - h^j/j!, J_0 = e^h - 1.
+    L with c = 1 is the ODE's I_j, with c = 2 it is twice the SDE's K_j.
+    """
     out = []
-    if kind == "I":
-        c = -math.expm1(-h)
+    if kind == "L":
+        v = -math.expm1(-c * h)
         for j in range(k):
-            c = c if j == 0 else h ** j / math.factorial(j) - c
-            out.append(c)
-    elif kind == "K":
-        c = -0.5 * math.expm1(-2 * h)
+            v = v if j == 0 else h ** j / math.factorial(j) - v / c
+            out.append(v)
+    else:
+        v = math.expm1(h)
         for j in range(k):
-            c = c if j == 0 else h ** j / (2 * math.factorial(j)) - c / 2
-            out.append(c)
-    else:  # "J"
-        c = math.expm1(h)
-        for j in range(k):
-            c = c if j == 0 else c - h ** j / math.factorial(j)
-            out.append(c)
+            v = v if j == 0 else v - h ** j / math.factorial(j)
+            out.append(v)
     return out
 
 
-def _derivative_weights(lams: list[float]) -> list[list[float]]:
-    """Weights w[j][i] so that f^(j)(lams[0]) ~= sum_i w[j][i] f(lams[i]) (polynomial interpolation).
-
-    lams[0] is the newest point. Returns rows for j = 0 .. len(lams)-1.
-    """
+def _taylor_weights(lams: list[float], center: float) -> list[list[float]]:
+    """w[j][i] with f^(j)(center) ~= sum_i w[j][i] f(lams[i]): derivatives of the interpolating polynomial."""
     k = len(lams)
-    rows = [[1.0] + [0.0] * (k - 1)]
-    if k >= 2:
-        h0 = lams[0] - lams[1]
-        f01 = [1 / h0, -1 / h0] + [0.0] * (k - 2)
-        if k == 2:
-            rows.append(f01)
-        else:
-            h1 = lams[1] - lams[2]
-            f12 = [0.0, 1 / h1, -1 / h1]
-            f012 = [(a - b) / (h0 + h1) for a, b in zip(f01, f12)]
-            rows.append([a + h0 * b for a, b in zip(f01, f012)])  # f' = f[0,1] + f[0,1,2] h0
-            rows.append([2 * b for b in f012])  # f'' = 2 f[0,1,2]
-    return rows
+    if k == 1:
+        return [[1.0]]
+    V = torch.tensor([[(lam - center) ** j / math.factorial(j) for j in range(k)] for lam in lams],
+                     dtype=torch.float64)
+    return torch.linalg.inv(V).tolist()
 
 
 def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], lam_t: float,
-                         a_s: float, a_t: float, sb_s: float, sb_t: float):
-    """Coefficients of one MR step: x_t = cx x_s + cmu mu + sum_i w_i q_i + std z.
+                         a_s: float, a_t: float, sb_s: float, sb_t: float, *, noise_scale: float = 0.0,
+                         center: float | None = None):
+    """Coefficients of one MR step from s to t: x_t = cx x_s + cmu mu + sum_i w_i q_i + std z.
 
-    `lams` are the lambdas of the predictions q_i used (newest first, len = order), `lam_t` the
-    target's lambda (inf at t = 0, where the order must be 1). Python floats, float64 arithmetic.
+    `lams` are the lambdas of the predictions q_i used (len = order), `center` the lambda of the
+    step's start s (default lams[0], the newest prediction: the multistep predictor; the UniC
+    corrector passes the new point lambda_t first). `lam_t` is the target's lambda (inf at t = 0,
+    where only one prediction may be used). Python floats, float64 arithmetic.
+
+    Data form with rate c (`noise_rate`): y_t = e^{-ch} (alpha_t/alpha_s) y_s + alpha_t sum_j L_j f^(j)
+    + sb_t sqrt(1 - e^{-2(c-1)h}) z for y = x - mu, f = x0_hat - mu; c = 1 is the PF-ODE, c = 2
+    the reverse SDE, 1 < c < 2 the ER-SDE family (docs/SAMPLERS.md).
     """
     k = len(lams)
+    center = lams[0] if center is None else center
     final = sb_t == 0.0
     if final and k != 1:
         raise ValueError("the step into t = 0 (lambda = inf) must be first order")
-    h = math.inf if final else lam_t - lams[0]
+    h = math.inf if final else lam_t - center
     E = a_t * sb_s / a_s  # sb_t * e^{h}, finite even at t = 0
     if parameterization == "data":
-        e_mh = sb_t * a_s / (a_t * sb_s)  # e^{-h}; 0 at t = 0
-        if solver == "ode":
-            cx = sb_t / sb_s
-            cmu = 1 - cx + cx * a_s - a_t
-            base, C = a_t, _phi("I", h, k)
-            std = 0.0
-        else:
-            cx = sb_t / sb_s * e_mh
-            cmu = 1 - (a_t / a_s) * e_mh * e_mh - a_t + a_t * e_mh * e_mh
-            base, C = 2 * a_t, _phi("K", h, k)
-            std = sb_t * math.sqrt(max(1 - e_mh * e_mh, 0.0))
+        c = noise_rate(solver, noise_scale)
+        e_mch = (sb_t * a_s / (a_t * sb_s)) ** c  # e^{-ch}; 0 at t = 0
+        cx = e_mch * a_t / a_s
+        base, C = a_t, _kernel_coefficients("L", h, k, c)
+        cmu = 1 - cx - a_t * C[0]
+        std = sb_t * math.sqrt(max(-math.expm1(-2 * (c - 1) * h), 0.0)) if c > 1 else 0.0
     else:
         cx = a_t / a_s
         cmu = 1 - cx
@@ -114,10 +120,37 @@ def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], 
         if final:
             base, C = -scale, [E]  # sb_t (e^h - 1) -> alpha_t sb_s / alpha_s as sb_t -> 0
         else:
-            base, C = -scale * sb_t, _phi("J", h, k)
+            base, C = -scale * sb_t, _kernel_coefficients("J", h, k)
         std = 0.0 if solver == "ode" else math.sqrt(max(E * E - sb_t * sb_t, 0.0))
-    rows = _derivative_weights(lams)
+    rows = _taylor_weights(lams, center)
     w = [base * sum(C[j] * rows[j][i] for j in range(k)) for i in range(k)]
+    return cx, cmu, w, std
+
+
+def unic_weights(solver: str, parameterization: str, lams: list[float], lam_new: float, lam_s: float,
+                 a_s: float, a_t: float, sb_s: float, sb_t: float, *, noise_scale: float = 0.0,
+                 variant: str = "bh2"):
+    """UniC (Zhao et al., "UniPC", NeurIPS 2023) for the MR exponential integrator.
+
+    Re-does the step from s to t with the prediction at the new point t added to the `lams`
+    predictions the predictor used: the polynomial through all of them, integrated against the
+    step's exact kernel (one order more, no extra network call). With p >= 2 points the UniC
+    linear system is square and B(h) cancels; with the single old point UniC fixes
+    rho = 1/2, i.e. the weight B(h)/2 on (q_t - q_s), with B1(h) = c h or B2(h) = C_0(h) (the
+    kernel's first coefficient, 1 - e^{-ch} for data and e^h - 1 for noise); "exact" keeps the
+    kernel's own coefficient C_1/h. Returns (cx, cmu, w, std), w for [q_new] + q_old.
+    """
+    pts = [lam_new] + list(lams)
+    cx, cmu, w, std = mr_step_coefficients(solver, parameterization, pts, lam_new, a_s, a_t, sb_s, sb_t,
+                                           noise_scale=noise_scale, center=lam_s)
+    if len(lams) == 1 and variant != "exact":
+        h = lam_new - lam_s
+        data = parameterization == "data"
+        c = noise_rate(solver, noise_scale) if data else 1.0
+        C0 = _kernel_coefficients("L" if data else "J", h, 1, c)[0]
+        base = a_t if data else -(1.0 if solver == "ode" else 2.0) * sb_t
+        B = c * h if variant == "bh1" else C0
+        w = [base * 0.5 * B, base * (C0 - 0.5 * B)]
     return cx, cmu, w, std
 
 
@@ -136,12 +169,38 @@ def final_step_weights(us: list[float]) -> list[float]:
     return (integ @ Vinv).tolist()
 
 
+def _apply(x: torch.Tensor, mu: torch.Tensor, qs: list[torch.Tensor], coefficients, z: torch.Tensor | None):
+    cx, cmu, w, std = coefficients
+    x_new = x * cx
+    x_new.add_(mu, alpha=cmu)
+    for qi, wi in zip(qs, w):
+        x_new.add_(qi, alpha=wi)
+    if std > 0:
+        x_new.add_(z, alpha=std)
+    return x_new
+
+
+def _final_step_in_u(x, mu, a_s: float, lams: list[float], eps_hist: list[torch.Tensor]) -> torch.Tensor:
+    """The step into t = 0 in u = e^{-lambda}: (x - mu) / alpha at u = 0 minus the integral of the
+    eps polynomial through the last k predictions (alpha(0) = 1)."""
+    x_new = mu + (x - mu) / a_s
+    for e, w in zip(eps_hist, final_step_weights([math.exp(-lam) for lam in lams])):
+        x_new.add_(e, alpha=-w)
+    return x_new
+
+
 @torch.no_grad()
 def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torch.Tensor, *,
               solver: str = "ode", order: int = 2, parameterization: str = "data",
               lower_order_final: bool = True, denoise_last: bool = False, final_order: int = 1,
+              corrector: str = "none", unic_variant: str = "bh2", noise_scale: float = 0.0,
               generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
-    """MR Sampler (Li et al., ICLR 2025): multistep exponential integrator, len(times)-1 NFE."""
+    """MR Sampler (Li et al., ICLR 2025): multistep exponential integrator, len(times)-1 NFE.
+
+    `corrector="unic"` corrects each state with the evaluation made there (UniC, Zhao et al. 2023,
+    `unic_weights`) before the next step; the final step, with no evaluation after it, is not corrected.
+    `solver="er-sde"` is the data form with noise rate 1 + `noise_scale` (`mr_step_coefficients`).
+    """
     sde = denoiser.sde
     lam_all = sde.half_log_snr(times).tolist()
     a_all = sde.alpha(times).tolist()
@@ -151,42 +210,41 @@ def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torc
     hist_lam: list[float] = []
     hist_eps: list[torch.Tensor] = []  # noise predictions of the last steps, for the step into t = 0
     ends_at_zero = sb_all[-1] == 0.0
+    prev = None  # (state at the step's start, predictions used, their lambdas, noise) for UniC
     for i in range(n):
         s, t = times[i].item(), times[i + 1].item()
         out = denoiser(x, s, i)
         x0_hat = denoiser.data(out, x, s) if (parameterization == "data" or denoise_last or callback) else None
         q = x0_hat if parameterization == "data" else denoiser.noise(out, x, s)
-        hist_q.insert(0, q)
-        hist_lam.insert(0, lam_all[i])
-        del hist_q[order:], hist_lam[order:]
         last = i == n - 1
         if ends_at_zero and final_order > 1 and i >= n - final_order:
             hist_eps.insert(0, q if parameterization == "noise" else denoiser.noise(out, x, s))
+        if prev is not None:
+            x_s, qs, lams, z = prev
+            coeffs = unic_weights(solver, parameterization, lams, lam_all[i], lam_all[i - 1], a_all[i - 1], a_all[i],
+                                  sb_all[i - 1], sb_all[i], noise_scale=noise_scale, variant=unic_variant)
+            x = _apply(x_s, mu, [q] + qs, coeffs, z)
+            check_finite(x, i, s)
+        hist_q.insert(0, q)
+        hist_lam.insert(0, lam_all[i])
+        del hist_q[order:], hist_lam[order:]
+        prev = None
         if denoise_last and last:
             x = x0_hat
         elif ends_at_zero and last and len(hist_eps) > 1:
-            # The step into t = 0 in u = e^{-lambda}: (x - mu) / alpha at u = 0 minus the integral of
-            # the eps polynomial through the last k predictions (alpha(0) = 1).
-            us = [math.exp(-lam) for lam in lam_all[n - len(hist_eps):n][::-1]]
-            x_new = mu + (x - mu) / a_all[i]
-            for e, w in zip(hist_eps, final_step_weights(us)):
-                x_new.add_(e, alpha=-w)
-            x = x_new
+            x = _final_step_in_u(x, mu, a_all[i], lam_all[n - len(hist_eps):n][::-1], hist_eps)
         else:
             k = len(hist_q)
-            if lower_order_final:
+            if lower_order_final and n < LOWER_ORDER_BELOW_NFE:
                 k = min(k, n - i)
             if sb_all[i + 1] == 0.0:
                 k = 1  # lambda = inf: only the first-order step has a finite limit in both forms
-            cx, cmu, w, std = mr_step_coefficients(solver, parameterization, hist_lam[:k], lam_all[i + 1],
-                                                   a_all[i], a_all[i + 1], sb_all[i], sb_all[i + 1])
-            x_new = x * cx
-            x_new.add_(mu, alpha=cmu)
-            for qi, wi in zip(hist_q[:k], w):
-                x_new.add_(qi, alpha=wi)
-            if std > 0:
-                x_new.add_(randn_like(x, generator), alpha=std)
-            x = x_new
+            coeffs = mr_step_coefficients(solver, parameterization, hist_lam[:k], lam_all[i + 1], a_all[i],
+                                          a_all[i + 1], sb_all[i], sb_all[i + 1], noise_scale=noise_scale)
+            z = randn_like(x, generator) if coeffs[3] > 0 else None
+            if corrector == "unic" and not last:
+                prev = (x, hist_q[:k], hist_lam[:k], z)
+            x = _apply(x, mu, hist_q[:k], coeffs, z)
         check_finite(x, i, t)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat})

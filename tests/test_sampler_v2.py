@@ -1,0 +1,204 @@
+"""Sampler v2: the UniC corrector, optimized and explicit time steps, ER-SDE, and their errors."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import run_script
+from mrlight.analytic import GaussianMixture, Oracle, pf_ode_reference
+from mrlight.config import ConfigError, check_time_schedule
+from mrlight.sampling import get_times, optimize_times, optimized_times, sample
+from mrlight.sampling.optimize import calibration_laws, load_tables, sde_key
+from mrlight.sde import MRSDE
+
+SDE = MRSDE()
+LAW = GaussianMixture()
+# Held out: neither a calibration law of the stored steps nor the benchmark law.
+HELD_OUT = GaussianMixture(weights=[0.6, 0.4], means=[-0.1, 0.15], stds=[0.05, 0.05])
+
+
+def _slope(ns, errs):
+    x = torch.tensor([math.log(n) for n in ns])
+    y = torch.tensor([math.log(e) for e in errs])
+    x, y = x - x.mean(), y - y.mean()
+    return -(x * y).sum().item() / (x * x).sum().item()
+
+
+@pytest.mark.parametrize("parameterization", ["data", "noise"])
+@pytest.mark.parametrize("order,ns", [(1, [40, 80, 160]), (2, [20, 40, 80]), (3, [32, 64, 128])])
+def test_unic_keeps_the_convergence_order(order, ns, parameterization):
+    """With the corrector the error against a DOP853 solve still falls at least like NFE^-order."""
+    mu = torch.full((128, 1), 0.5)
+    x_T = SDE.prior_sample(mu, torch.Generator().manual_seed(0))
+    errs = {"none": [], "unic": []}
+    for n in ns:
+        times = get_times("uniform-lambda", SDE, n, t_min=1.0)
+        ref = pf_ode_reference(LAW, SDE, (x_T - mu).double(), times[-2].item())
+        for corrector in errs:
+            states = {}
+            sample(Oracle(LAW, SDE, "noise"), mu, SDE, nfe=n, order=order, parameterization=parameterization,
+                   time_schedule=times.tolist(), corrector=corrector, x_T=x_T,
+                   callback=lambda d: states.__setitem__(d["i"], d["x"]))
+            errs[corrector].append(((states[n - 2] - mu).double() - ref).abs().max().item())
+    slope = _slope(ns, errs["unic"])
+    assert slope > order - 0.4, (errs, slope)
+    assert errs["unic"][-1] < errs["none"][-1], errs  # and it corrects: smaller error at the finest grid
+
+
+def _distance_to_reference(law, times, nfe, order, corrector, pixels=2000):
+    mu = torch.full((pixels // 100, 1, 10, 10), 0.5)
+    x_T = SDE.prior_sample(mu, torch.Generator().manual_seed(3))
+    y = pf_ode_reference(law, SDE, (x_T - mu).double(), 0.05)
+    tt = torch.tensor(0.05, dtype=torch.float64)
+    ref = mu.double() + law.posterior_mean(y, SDE.alpha(tt), SDE.sigma_bar(tt))
+    out = sample(Oracle(law, SDE), mu, SDE, nfe=nfe, order=order, corrector=corrector, time_schedule=times, x_T=x_T)
+    return (out.double() - ref).abs().mean().item()
+
+
+@pytest.mark.parametrize("nfe,order,corrector", [(5, 2, "none"), (5, 3, "unic"), (10, 2, "unic")])
+def test_stored_optimized_steps_beat_karras_t_on_a_held_out_law(nfe, order, corrector):
+    assert all(law.means != HELD_OUT.means for law in calibration_laws() + [LAW])
+    times = optimized_times(SDE, nfe, order, corrector)
+    opt = _distance_to_reference(HELD_OUT, times.tolist(), nfe, order, corrector)
+    karras = _distance_to_reference(HELD_OUT, "karras-t", nfe, order, corrector)
+    assert opt < 0.8 * karras, (opt, karras)
+
+
+def test_tables_cover_irsde_standard_sdes():
+    tables = load_tables()
+    assert "_note" in tables
+    for ms in (10, 30, 50, 70):
+        block = tables[sde_key(MRSDE(max_sigma=ms))]["times"]
+        for nfe in (5, 10, 20):
+            for order in (1, 2, 3):
+                for corrector in ("none", "unic"):
+                    times = block[f"nfe={nfe},order={order},corrector={corrector}"]
+                    assert len(times) == nfe + 1 and times[0] == 100 and times[-1] == 0
+                    assert all(a > b for a, b in zip(times, times[1:]))
+
+
+def test_optimize_times_with_a_network_and_images_improves_on_its_start():
+    mu = 0.3 + 0.4 * torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    seen = []
+    times, info = optimize_times(SDE, 4, order=2, model_fn=Oracle(LAW, SDE, "noise"), mu=mu, max_evals=40,
+                                 reference_nfe=40, progress=lambda n, best: seen.append(best))
+    assert len(times) == 5 and times[0] == SDE.T and times[-1] == 0
+    assert info["after"] <= info["before"] and seen and seen[-1] == info["after"]
+    with pytest.raises(ValueError, match="both model_fn and mu"):
+        optimize_times(SDE, 4, model_fn=Oracle(LAW, SDE, "noise"))
+
+
+def test_explicit_times_list_and_yaml_file(tmp_path):
+    mu = torch.full((2, 1, 4, 4), 0.5)
+    times = [100, 40, 15, 5, 0]
+    path = tmp_path / "steps.yaml"
+    path.write_text("times: [100, 40, 15, 5, 0]\nnfe: 4\n")
+    outs = [sample(Oracle(LAW, SDE), mu, SDE, nfe=4, time_schedule=ts, generator=torch.Generator().manual_seed(0))
+            for ts in (times, torch.tensor(times, dtype=torch.float64), str(path))]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("times,match", [
+    ([100, 40, 50, 5, 0], "strictly decreasing"),
+    ([100, 40, 5, 0], "has 4 times; nfe=4 steps need 5"),
+    ([120, 40, 15, 5, 0], r"in \[0, T=100\]"),
+    ([100, 40, 15, 5, -1], r"in \[0, T=100\]"),
+    ([100, 40, 15, 5, 1], "last time must be 0"),
+    (["a", 40, 15, 5, 0], "list of numbers"),
+])
+def test_bad_step_lists_get_clear_errors(times, match):
+    with pytest.raises(ValueError, match=match):
+        sample(Oracle(LAW, SDE), torch.full((1, 1, 2, 2), 0.5), SDE, nfe=4, time_schedule=times)
+
+
+def test_bad_options_get_clear_errors(tmp_path):
+    mu = torch.full((1, 1, 2, 2), 0.5)
+    oracle = Oracle(LAW, SDE)
+    cases = [
+        (dict(time_schedule=str(tmp_path / "missing.yaml")), "not found"),
+        (dict(time_schedule="optimised"), "valid: .*optimized"),
+        (dict(sampler="posterior", time_schedule="optimized"), "valid: linspace"),
+        (dict(corrector="unicorn"), "valid: none, unic"),
+        (dict(sampler="posterior", corrector="unic"), "sampler='mr' only"),
+        (dict(solver="er-sde", noise_scale=1.5), r"in \[0, 1\]"),
+        (dict(solver="er-sde", parameterization="noise"), "data parameterization"),
+        (dict(solver="ode", noise_scale=0.5), "applies to solver='er-sde' only"),
+        (dict(time_schedule="optimized", lambda_min=-2.0), "named time schedules"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            sample(oracle, mu, SDE, nfe=4, **kwargs)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: {a: 1}\n")
+    with pytest.raises(ValueError, match="'times:' key"):
+        sample(oracle, mu, SDE, nfe=4, time_schedule=str(bad))
+
+
+@pytest.mark.parametrize("solver,eta", [("ode", 0.0), ("sde", 1.0)])
+def test_er_sde_ends_are_the_ode_and_the_reverse_sde(solver, eta):
+    mu = 0.3 + 0.4 * torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for order in (1, 2):
+        a = sample(Oracle(LAW, SDE), mu, SDE, nfe=6, solver=solver, order=order,
+                   generator=torch.Generator().manual_seed(1))
+        b = sample(Oracle(LAW, SDE), mu, SDE, nfe=6, solver="er-sde", order=order, noise_scale=eta,
+                   generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["ode", "sde", "er-sde"])
+def test_corrector_costs_no_network_call(solver):
+    for nfe in (1, 2, 5):
+        oracle = Oracle(LAW, SDE)
+        out = sample(oracle, torch.full((2, 1, 4, 4), 0.5), SDE, nfe=nfe, solver=solver, corrector="unic",
+                     time_schedule="optimized" if nfe == 5 else None, generator=torch.Generator().manual_seed(0))
+        assert oracle.calls == nfe and torch.isfinite(out).all()
+
+
+def test_config_accepts_the_new_schedules(tmp_path):
+    for ok in (None, "optimized", "karras-t", [100, 50, 0]):
+        check_time_schedule(ok)
+    path = tmp_path / "steps.yaml"
+    path.write_text("times: [100, 0]\n")
+    check_time_schedule(str(path))
+    with pytest.raises(ConfigError, match="file not found"):
+        check_time_schedule(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="did you mean 'optimized'"):
+        check_time_schedule("optimised")
+
+
+@pytest.mark.slow
+def test_tune_steps_then_sample_py_with_the_steps_file(load_tiny, env, tmp_path, tiny_root):
+    from mrlight.training import run
+
+    ckpt = run(load_tiny("trainer.max_steps=1")).last_checkpoint
+    lq = tiny_root / "tiny" / "val" / "LQ"
+    steps = tmp_path / "steps.yaml"
+    proc = run_script("mrlight/tune_steps.py", [f"ckpt={ckpt}", f"input={lq}", "nfe=3", f"output={steps}",
+                             "max_evals=6", "reference_nfe=6", "images=1", "crop=16"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "karras-t" in proc.stdout and "-> optimized" in proc.stdout and steps.is_file()
+    for args in (["sampler.nfe=3", f"sampler.time_schedule={steps}"],
+                 ["sampler.nfe=5", "sampler.time_schedule=optimized", "sampler.corrector=unic"]):
+        proc = run_script("sample.py", [f"ckpt={ckpt}", f"input={lq}", f"output={tmp_path / 'out'}", *args],
+                          env, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_script("mrlight/tune_steps.py", [f"ckpt={ckpt}", f"input={lq}", "output=steps.txt"], env, tmp_path)
+    assert proc.returncode == 2 and "must be a .yaml file" in proc.stderr
+
+
+def test_run_config_accepts_optimized_unic_and_er_sde_for_validation(tmp_path):
+    from mrlight.config import load_config
+    from mrlight.module import sampler_options
+
+    cfg = load_config(["sampler.time_schedule=optimized", "sampler.corrector=unic"])
+    opts = sampler_options(cfg.sampler)
+    out = sample(Oracle(LAW, SDE), torch.full((1, 1, 4, 4), 0.5), SDE, **opts)
+    assert torch.isfinite(out).all()
+    cfg = load_config(["sampler.solver=er-sde", "sampler.noise_scale=0.25", "sampler.time_schedule=[100,40,10,0]",
+                       "sampler.nfe=3"])
+    sample(Oracle(LAW, SDE), torch.full((1, 1, 4, 4), 0.5), SDE, **sampler_options(cfg.sampler))
+    for bad, match in (("sampler.corrector=unicorn", "valid: none, unic"),
+                       ("sampler.time_schedule=karras", "did you mean 'karras-t'")):
+        with pytest.raises(ConfigError, match=match):
+            load_config([bad])
