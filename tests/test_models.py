@@ -69,15 +69,3 @@ def test_tiled_call_equals_whole_call_for_local_model():
     assert torch.allclose(tiled(pointwise, 64, 8)(x, mu, t), whole)  # one tile: a plain call
     with pytest.raises(ValueError, match="tile"):
         tiled(pointwise, 16, 8)
-
-
-def test_nafnet_residual_to_mu_adds_mu_and_keeps_keys():
-    torch.manual_seed(0)
-    plain, skip = build_network("nafnet-tiny"), build_network("nafnet-tiny", residual_to_mu=True)
-    skip.load_state_dict(plain.state_dict())  # same keys and shapes: the option adds no parameters
-    x, mu, t = torch.rand(2, 3, 21, 19), torch.rand(2, 3, 21, 19), torch.tensor([3.5, 80.0])
-    with torch.no_grad():
-        assert torch.allclose(skip(x, mu, t), plain(x, mu, t) + mu, atol=1e-6)
-        torch.nn.init.zeros_(skip.ending.weight)
-        torch.nn.init.zeros_(skip.ending.bias)
-        assert torch.equal(skip(x, mu, t), mu)  # an untrained residual head returns the degraded image

@@ -67,12 +67,8 @@ class ConditionalNAFNet(nn.Module):
     """Conditional NAFNet `net(x_t, mu, t)`; any H, W (padded to 2**len(enc_blocks), cropped back)."""
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, width: int = 32, enc_blocks=(2, 2, 4, 8),
-                 mid_blocks: int = 12, dec_blocks=(2, 2, 2, 2), time_mult: int = 4, residual_to_mu: bool = False):
-        """`residual_to_mu`: the output is mu + f(...), so a data-predicting network learns x0 - mu, the
-        degradation, and passes the undegraded detail of mu through unchanged (mrlight's own option, a
-        skip path like EDM's c_skip; meant for objective.prediction=data, no published network has it)."""
+                 mid_blocks: int = 12, dec_blocks=(2, 2, 2, 2), time_mult: int = 4):
         super().__init__()
-        self.residual_to_mu = bool(residual_to_mu)
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError("enc_blocks and dec_blocks must have the same length")
         time_dim = width * time_mult
@@ -111,5 +107,4 @@ class ConditionalNAFNet(nn.Module):
             x = up(x) + skips.pop()
             for block in blocks:
                 x = block(x, temb)
-        out = self.ending(x)[..., :h, :w]
-        return mu + out if self.residual_to_mu else out
+        return self.ending(x)[..., :h, :w]
