@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from real_data import TASKS, load_average, machine, test_subset  # noqa: E402
+from real_data import TASKS, load_average, machine  # noqa: E402
 
 from mrlight.inference import Restorer  # noqa: E402
 from mrlight.metrics import RestorationMetrics  # noqa: E402
@@ -35,6 +35,20 @@ from mrlight.sampling import sample  # noqa: E402
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     """PSNR of one image in [0, 1] (for the per-image log lines; the tables use RestorationMetrics)."""
     return float(-10 * torch.log10(torch.mean((x.float() - y.float()) ** 2)))
+
+
+def test_images(a, task_config: str, seed: int = 42):
+    """Every full-size test image of the task, LQ made by the task's own data code (sizes may differ)."""
+    from mrlight.config import load_config
+    from mrlight.data import build_datamodule
+
+    cfg = load_config([f"task={task_config}", f"data.root={a.data_root}", "data.val_crop=null",
+                       "data.num_workers=0", f"seed={seed}"])
+    dm = build_datamodule(cfg.data, seed=int(cfg.seed))
+    dm.setup("test")
+    ds = dm.datasets["test"]
+    items = [ds[i] for i in range(min(a.images, len(ds)))]
+    return [it["lq"][None].float() for it in items], [it["gt"][None].float() for it in items], [str(it["name"]) for it in items]
 
 
 def main(argv=None) -> None:
@@ -52,14 +66,13 @@ def main(argv=None) -> None:
     invoked = "python benchmarks/full_size.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     load_start, t0 = load_average(), time.perf_counter()
     restorer = Restorer.from_checkpoint(a.ckpt)
-    a.crop = None
-    lq_all, gt_all, names = test_subset(a, TASKS[a.task]["config"], 42)
+    lq_all, gt_all, names = test_images(a, TASKS[a.task]["config"])
     opts = {k: v for k, v in restorer.sampler.items() if v is not None}
     metrics = {"LQ input": RestorationMetrics(lpips="off"), "default": RestorationMetrics(lpips="off")}
     paired = {k: RestorationMetrics(lpips="off") for k in ("LQ input", "default", "posterior@100")}
     seconds = {"default": 0.0, "posterior@100": 0.0}
     for i, name in enumerate(names):
-        lq, gt = lq_all[i:i + 1], gt_all[i:i + 1]
+        lq, gt = lq_all[i], gt_all[i]
         x_T = restorer.sde.prior_sample(lq, torch.Generator().manual_seed(a.seed + i))
         start = time.perf_counter()
         with torch.inference_mode():
@@ -85,7 +98,7 @@ def main(argv=None) -> None:
     sampler = ", ".join(f"{key}={val}" for key, val in opts.items())
     res = {key: m.compute() for key, m in metrics.items()}
     pres = {key: m.compute() for key, m in paired.items()} if k else {}
-    h, w = lq_all.shape[-2:]
+    h, w = lq_all[0].shape[-2:]
     lines = [f"- Command: `{invoked}`",
              f"- Machine: {machine()}; load average {load_start} at the start, {load_average()} at the end; "
              f"took {(time.perf_counter() - t0) / 60:.1f} min",

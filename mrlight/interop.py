@@ -129,7 +129,7 @@ def make_checkpoint(net: torch.nn.Module, config: dict, source: str) -> dict:
             "mrlight_converted_from": str(source)}
 
 
-def init_network_from(net: torch.nn.Module, path: str | Path, network_cfg: dict) -> None:
+def init_network_from(net: torch.nn.Module, path: str | Path, network_cfg: dict, prediction: str | None = None) -> None:
     """Fine-tuning start: copy the network weights of the mrlight checkpoint `path` into `net`.
 
     The checkpoint's network must be the configured one (name and resolved arguments); only the
@@ -144,6 +144,13 @@ def init_network_from(net: torch.nn.Module, path: str | Path, network_cfg: dict)
     if saved["name"] != network_cfg["name"] or a != b:
         raise CheckpointError(f"init_from={path} holds network {saved['name']!r} {a}, the config builds "
                               f"{network_cfg['name']!r} {b}; set network.name/network.overrides to match it")
+    if prediction is not None:  # a noise network fine-tuned as a data network would start from nonsense
+        output = {"matching": "noise"}
+        was = ckpt["hyper_parameters"]["config"]["objective"]["prediction"]
+        if output.get(was, was) != output.get(prediction, prediction):
+            raise CheckpointError(f"init_from={path} predicts {output.get(was, was)!r} (objective.prediction={was}), "
+                                  f"the config trains objective.prediction={prediction}; set objective.prediction="
+                                  f"{was} (or matching, for a noise network)")
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     load_into(net, state, f"init_from={path}", network_cfg["name"])
 

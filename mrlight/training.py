@@ -313,7 +313,7 @@ def _fit(cfg: DictConfig, guard: RunGuard, datamodule, stage_test: bool | None) 
     if cfg.get("init_from") and ckpt_path is None:  # resuming restores its own weights
         from mrlight.interop import init_network_from
 
-        init_network_from(module.net, cfg.init_from, config["network"])
+        init_network_from(module.net, cfg.init_from, config["network"], config["objective"]["prediction"])
     callbacks: list[Callback] = [guard]
     if cfg.ema.enabled:
         callbacks.append(EMA(decay=float(cfg.ema.decay), warmup=bool(cfg.ema.get("warmup", True))))

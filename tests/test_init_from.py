@@ -36,7 +36,8 @@ def test_training_starts_from_the_given_weights(load_tiny, env, converted):
 
 def test_training_moves_away_from_the_given_weights(load_tiny, env, converted):
     state, ckpt = converted
-    result = run(load_tiny(*NET, f"init_from={ckpt}", "trainer.max_steps=1", "ema.enabled=false"))
+    result = run(load_tiny(*NET, f"init_from={ckpt}", "trainer.max_steps=1", "ema.enabled=false",
+                           "objective.prediction=noise"))
     trained = network_from_checkpoint(load_checkpoint(result.last_checkpoint)).state_dict()
     assert not all(torch.equal(trained[k], state[k]) for k in state)
     # ...but from them, not from a fresh initialisation: the change is one optimizer step
@@ -48,6 +49,12 @@ def test_init_from_another_architecture_is_refused(load_tiny, env, converted):
     _, ckpt = converted
     with pytest.raises(CheckpointError, match="init_from=.*holds network 'irsde-unet'"):
         run(load_tiny(f"init_from={ckpt}", "trainer.max_steps=1"))
+
+
+def test_init_from_a_noise_network_under_the_data_objective_is_refused(load_tiny, env, converted):
+    _, ckpt = converted
+    with pytest.raises(CheckpointError, match="predicts 'noise'.*objective.prediction=data"):
+        run(load_tiny(*NET, f"init_from={ckpt}", "trainer.max_steps=1", "objective.prediction=data"))
 
 
 def test_init_from_missing_file_is_refused(load_tiny, env, tmp_path):
