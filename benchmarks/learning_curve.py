@@ -198,7 +198,7 @@ def main(argv=None) -> None:
     title = f"{a.task}: {len(names)} crops {a.crop}px, CPU-trained checkpoints"
     plot(results, a.img_dir / f"{a.name}_{a.task}.png", title)
     if a.configs == "study":
-        losses = {run.name: read_losses(run) for run in runs if read_losses(run)}
+        losses = {run.name: pts for run in runs if (pts := read_losses(run))}
         if losses:
             plot_losses(losses, a.img_dir / f"{a.name}_{a.task}_loss.png", f"{a.task}: training loss per objective")
     print("\n" + md)

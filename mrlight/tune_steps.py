@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     from mrlight.sampling import optimize_times
 
     try:
-        args = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(parse_overrides(argv)))
-        validate(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(parse_overrides(argv)), "command line")
+        cli = OmegaConf.from_dotlist(parse_overrides(argv))
+        validate(OmegaConf.create(DEFAULTS), cli, "command line")
+        args = OmegaConf.merge(OmegaConf.create(DEFAULTS), cli)
         for key in ("ckpt", "input", "output"):
             if args[key] is None:
                 raise ConfigError(f"{key}=... is required (usage: python -m mrlight.tune_steps ckpt=PATH "
