@@ -28,8 +28,11 @@ test-fast: venv
 # than free cores slow small CPU convolutions down several-fold. Raise it on bigger machines.
 DEMO_THREADS ?= 1
 
+# The demo fine-tunes the shipped Rain100H derainer on the embedded rain set (configs/task/demo.yaml).
+DEMO_INIT ?= checkpoints/mrlight-derain-rain100h-cpu.ckpt
+
 demo: venv
-	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) train.py task=demo overwrite=true
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) train.py task=demo overwrite=true init_from=$(DEMO_INIT)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) sample.py ckpt=outputs/demo/checkpoints/last.ckpt input=data/demo/val/LQ gt=data/demo/val/GT \
 		output=outputs/demo/restored lpips=false
 	@echo ""

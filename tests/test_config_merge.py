@@ -12,5 +12,6 @@ def test_degradation_is_replaced_whole_by_the_command_line():
 
 
 def test_network_overrides_replaced_whole():
-    cfg = load_config(["task=demo", "network.overrides={nf: 8}"])
-    assert dict(cfg.network.overrides) == {"nf": 8}
+    assert set(load_config(["task=demo"]).network.overrides) == {"enc_blocks", "mid_blocks", "dec_blocks"}
+    cfg = load_config(["task=demo", "network.overrides={width: 8}"])
+    assert dict(cfg.network.overrides) == {"width": 8}
