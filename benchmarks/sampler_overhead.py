@@ -84,8 +84,6 @@ def main(argv=None):
                                                         time_schedule="optimized", corrector="unic")),
                ("mr sde-2 data optimized + unic", dict(sampler="mr", solver="sde", order=2, time_schedule="optimized",
                                                        corrector="unic")),
-               ("mr er-sde-2 eta=0.5 + unic", dict(sampler="mr", solver="er-sde", order=2, noise_scale=0.5,
-                                                   corrector="unic")),
                ("posterior", dict(sampler="posterior")),
                ("euler", dict(sampler="euler"))]
     x = torch.rand(1, 3, size, size)

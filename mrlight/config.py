@@ -26,7 +26,6 @@ MULTI_TYPED = {
     "ckpt_path": (str, type(None)),
     "init_from": (str, type(None)),
     "sampler.time_schedule": (str, list, ListConfig, type(None)),  # a name, a .yaml file of times, or times
-    "sampler.noise_scale": (int, float, type(None)),
     "sampler.lambda_min": (int, float, type(None)),
     "optim.grad_clip": (int, float, type(None)),
     "data.val_crop": (int, type(None)),

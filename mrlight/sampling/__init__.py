@@ -33,7 +33,7 @@ SAMPLERS: dict[str, Callable] = {
     "euler": sample_euler,
     "heun": sample_heun,
 }
-SOLVERS = ("ode", "sde", "er-sde")
+SOLVERS = ("ode", "sde")
 PARAMETERIZATIONS = ("noise", "data")
 
 # The MR Sampler's defaults, chosen from benchmarks/sampler_quality.py (docs/SAMPLERS.md).
@@ -64,7 +64,7 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
            solver: str | None = None, order: int | None = None, parameterization: str | None = None,
            prediction: str = "noise", time_schedule: str | None = None, lambda_min: float | None = None,
            t_min: float | None = None, lower_order_final: bool = True, denoise_last: bool = False, final_order: int | None = None,
-           corrector: str = "none", unic_variant: str | None = None, noise_scale: float | None = None,
+           corrector: str = "none", unic_variant: str | None = None,
            thresholding: bool = False, threshold_ratio: float = 0.995, threshold_max: float = 1.5,
            x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable | None = None) -> torch.Tensor:
@@ -76,10 +76,8 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         sde: the `MRSDE` the network was trained with.
         sampler: one of `SAMPLERS` ("mr", "posterior", "euler", "heun").
         nfe: number of network evaluations (default 10 for "mr", T for the baselines).
-        solver: "ode" or "sde" (mr, euler; posterior is stochastic by definition, heun is ODE-only),
-            or "er-sde" (mr, data form): the ER-SDE noise-scale family (Cui et al., 2023) derived for
-            the MR SDE, between the ODE (noise_scale 0) and the reverse SDE (noise_scale 1).
-        order: MR Sampler order, 1-3 for the ODE and ER-SDE, 1-2 for the SDE.
+        solver: "ode" or "sde" (mr, euler; posterior is stochastic by definition, heun is ODE-only).
+        order: MR Sampler order, 1-3 for the ODE, 1-2 for the SDE.
         parameterization: MR Sampler form, "data" (x0) or "noise".
         prediction: what the network predicts: "noise", "data" or "velocity".
         time_schedule: one of `TIME_SCHEDULES` (default "karras-t" for mr, "linspace" otherwise);
@@ -94,7 +92,6 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         corrector: "none" or "unic" (mr): UniC corrector (Zhao et al., 2023), no extra NFE.
         unic_variant: UniC's B(h) for its one-point case: "bh1", "bh2" or "exact" (default: bh2 for
             the data form, bh1 for the noise form, where bh2 and exact diverge at NFE 5).
-        noise_scale: ER-SDE's eta in [0, 1] (solver "er-sde" only; default 0.5).
         denoise_last: return x0_hat of the last evaluation instead of the last solver step.
         thresholding: dynamic thresholding of x0_hat (data parameterization).
         x_T: the starting state; None draws N(mu, max_sigma^2) from `generator`.
@@ -124,15 +121,6 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     _choice("unic_variant", unic_variant, UNIC_VARIANTS)
     if corrector != "none" and not is_mr:
         raise ValueError(f"corrector applies to sampler='mr' only, not {sampler!r}")
-    if solver == "er-sde":
-        if not is_mr or parameterization != "data":
-            raise ValueError("solver 'er-sde' is an MR Sampler solver of the data parameterization "
-                             "(sampler='mr', parameterization='data')")
-        noise_scale = 0.5 if noise_scale is None else noise_scale
-        if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale <= 1:
-            raise ValueError(f"noise_scale must be a number in [0, 1] (0: ODE, 1: reverse SDE), got {noise_scale!r}")
-    elif noise_scale is not None:
-        raise ValueError(f"noise_scale applies to solver='er-sde' only, not {solver!r}")
     if nfe is None:
         nfe = MR_DEFAULTS["nfe"] if is_mr else sde.T
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
@@ -176,7 +164,7 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         opts.update(solver=solver, order=order, parameterization=parameterization,
                     lower_order_final=lower_order_final, denoise_last=denoise_last,
                     final_order=order if final_order is None else final_order, corrector=corrector,
-                    unic_variant=unic_variant, noise_scale=float(noise_scale or 0.0))
+                    unic_variant=unic_variant)
     elif sampler in ("euler", "heun"):
         opts.update(solver=solver)
     out = SAMPLERS[sampler](denoiser, x, mu, times, **opts)

@@ -14,16 +14,18 @@ last k predictions (multistep; `_taylor_weights`). The four updates (DESIGN sect
 
 The integrals have closed forms by the recursions I_j = h^j/j! - I_{j-1}, J_j = J_{j-1} - h^j/j!,
 K_j = h^j/(2 j!) - K_{j-1}/2. The code computes both data-form kernels as one, L_j(c) =
-c int_0^h e^{-c(h-u)} u^j/j! du (L(1) = I, L(2) = 2 K), which also gives the ER-SDE family
-(c = 1 + eta, `solver="er-sde"`) and the UniC corrector (`unic_weights`); docs/SAMPLERS.md derives
-both. These are the exact Taylor coefficients; the official code's
+c int_0^h e^{-c(h-u)} u^j/j! du (L(1) = I, L(2) = 2 K), which also gives the UniC corrector
+(`unic_weights`; docs/SAMPLERS.md derives it). These are the exact Taylor coefficients; the official code's
 third-order term (borrowed from DPM-Solver++(3M)) carries half of the exact I_2 coefficient,
 which `benchmarks/sampler_quality.py` shows costs it its third order.
 
 Numerical care (DESIGN section 4, "known traps"):
-- The step into t = 0 has lambda_t = +inf. In lambda only the first-order step has a finite
-  limit there (x0_hat for the data form); products like sb_t e^h are formed as
-  alpha_t sb_s / alpha_s, so nothing overflows and nothing divides by h. With `final_order` > 1
+- The step into t = 0 has lambda_t = +inf. In the data form only the first-order step has a
+  finite limit there (x0_hat). The noise form's Taylor terms all have one (each integrates to 1
+  against e^{-v}), but that limit was mixed against the u-space step below (better for ODE-2 on
+  linspace, worse for ODE-3; benchmarks/official_cells.py), so both forms take the first-order
+  limit or the u-space step. Products like sb_t e^h are formed as alpha_t sb_s / alpha_s, so
+  nothing overflows and nothing divides by h. With `final_order` > 1
   the step is instead taken in u = sigma_bar / alpha, where t = 0 is the finite point u = 0 and a
   multistep polynomial for eps integrates exactly (`final_step_weights`); on `linspace`, whose
   last step is long, this lowers W1 by up to 30% at NFE 5 (docs/SAMPLERS.md).
@@ -41,7 +43,7 @@ import torch
 
 from mrlight.sampling.common import Denoiser, check_finite, randn_like
 
-MAX_ORDER = {"ode": 3, "sde": 2, "er-sde": 3}
+MAX_ORDER = {"ode": 3, "sde": 2}
 CORRECTORS = ("none", "unic")
 # Order lowering near t = 0 only for short runs, as DPM-Solver's code (steps < 10) and the official
 # MR Sampler do. Measured (docs/SAMPLERS.md), the effect at NFE >= 10 is mixed: it fixes ODE-3 on
@@ -50,9 +52,9 @@ LOWER_ORDER_BELOW_NFE = 10
 UNIC_VARIANTS = ("bh1", "bh2", "exact")
 
 
-def noise_rate(solver: str, noise_scale: float = 0.0) -> float:
-    """c of the data-form kernel e^{-c (h - u)}: 1 for the ODE, 2 for the reverse SDE, 1 + eta for ER-SDE."""
-    return {"ode": 1.0, "sde": 2.0}.get(solver, 1.0 + noise_scale)
+def noise_rate(solver: str) -> float:
+    """c of the data-form kernel e^{-c (h - u)}: 1 for the PF-ODE, 2 for the reverse SDE."""
+    return {"ode": 1.0, "sde": 2.0}[solver]
 
 
 def _kernel_coefficients(kind: str, h: float, k: int, c: float = 1.0) -> list[float]:
@@ -86,8 +88,7 @@ def _taylor_weights(lams: list[float], center: float) -> list[list[float]]:
 
 
 def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], lam_t: float,
-                         a_s: float, a_t: float, sb_s: float, sb_t: float, *, noise_scale: float = 0.0,
-                         center: float | None = None):
+                         a_s: float, a_t: float, sb_s: float, sb_t: float, *, center: float | None = None):
     """Coefficients of one MR step from s to t: x_t = cx x_s + cmu mu + sum_i w_i q_i + std z.
 
     `lams` are the lambdas of the predictions q_i used (len = order), `center` the lambda of the
@@ -97,7 +98,7 @@ def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], 
 
     Data form with rate c (`noise_rate`): y_t = e^{-ch} (alpha_t/alpha_s) y_s + alpha_t sum_j L_j f^(j)
     + sb_t sqrt(1 - e^{-2(c-1)h}) z for y = x - mu, f = x0_hat - mu; c = 1 is the PF-ODE, c = 2
-    the reverse SDE, 1 < c < 2 the ER-SDE family (docs/SAMPLERS.md).
+    the reverse SDE.
     """
     k = len(lams)
     center = lams[0] if center is None else center
@@ -107,7 +108,7 @@ def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], 
     h = math.inf if final else lam_t - center
     E = a_t * sb_s / a_s  # sb_t * e^{h}, finite even at t = 0
     if parameterization == "data":
-        c = noise_rate(solver, noise_scale)
+        c = noise_rate(solver)
         e_mch = (sb_t * a_s / (a_t * sb_s)) ** c  # e^{-ch}; 0 at t = 0
         cx = e_mch * a_t / a_s
         base, C = a_t, _kernel_coefficients("L", h, k, c)
@@ -128,8 +129,7 @@ def mr_step_coefficients(solver: str, parameterization: str, lams: list[float], 
 
 
 def unic_weights(solver: str, parameterization: str, lams: list[float], lam_new: float, lam_s: float,
-                 a_s: float, a_t: float, sb_s: float, sb_t: float, *, noise_scale: float = 0.0,
-                 variant: str = "bh2"):
+                 a_s: float, a_t: float, sb_s: float, sb_t: float, *, variant: str = "bh2"):
     """UniC (Zhao et al., "UniPC", NeurIPS 2023) for the MR exponential integrator.
 
     Re-does the step from s to t with the prediction at the new point t added to the `lams`
@@ -142,11 +142,11 @@ def unic_weights(solver: str, parameterization: str, lams: list[float], lam_new:
     """
     pts = [lam_new] + list(lams)
     cx, cmu, w, std = mr_step_coefficients(solver, parameterization, pts, lam_new, a_s, a_t, sb_s, sb_t,
-                                           noise_scale=noise_scale, center=lam_s)
+                                           center=lam_s)
     if len(lams) == 1 and variant != "exact":
         h = lam_new - lam_s
         data = parameterization == "data"
-        c = noise_rate(solver, noise_scale) if data else 1.0
+        c = noise_rate(solver) if data else 1.0
         C0 = _kernel_coefficients("L" if data else "J", h, 1, c)[0]
         base = a_t if data else -(1.0 if solver == "ode" else 2.0) * sb_t
         B = c * h if variant == "bh1" else C0
@@ -193,13 +193,12 @@ def _final_step_in_u(x, mu, a_s: float, lams: list[float], eps_hist: list[torch.
 def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torch.Tensor, *,
               solver: str = "ode", order: int = 2, parameterization: str = "data",
               lower_order_final: bool = True, denoise_last: bool = False, final_order: int = 1,
-              corrector: str = "none", unic_variant: str = "bh2", noise_scale: float = 0.0,
+              corrector: str = "none", unic_variant: str = "bh2",
               generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
     """MR Sampler (Li et al., ICLR 2025): multistep exponential integrator, len(times)-1 NFE.
 
     `corrector="unic"` corrects each state with the evaluation made there (UniC, Zhao et al. 2023,
     `unic_weights`) before the next step; the final step, with no evaluation after it, is not corrected.
-    `solver="er-sde"` is the data form with noise rate 1 + `noise_scale` (`mr_step_coefficients`).
     """
     sde = denoiser.sde
     lam_all = sde.half_log_snr(times).tolist()
@@ -222,7 +221,7 @@ def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torc
         if prev is not None:
             x_s, qs, lams, z = prev
             coeffs = unic_weights(solver, parameterization, lams, lam_all[i], lam_all[i - 1], a_all[i - 1], a_all[i],
-                                  sb_all[i - 1], sb_all[i], noise_scale=noise_scale, variant=unic_variant)
+                                  sb_all[i - 1], sb_all[i], variant=unic_variant)
             x = _apply(x_s, mu, [q] + qs, coeffs, z)
             check_finite(x, i, s)
         hist_q.insert(0, q)
@@ -238,9 +237,9 @@ def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torc
             if lower_order_final and n < LOWER_ORDER_BELOW_NFE:
                 k = min(k, n - i)
             if sb_all[i + 1] == 0.0:
-                k = 1  # lambda = inf: only the first-order step has a finite limit in both forms
+                k = 1  # lambda = inf: the first-order limit (higher orders: the u-space step above)
             coeffs = mr_step_coefficients(solver, parameterization, hist_lam[:k], lam_all[i + 1], a_all[i],
-                                          a_all[i + 1], sb_all[i], sb_all[i + 1], noise_scale=noise_scale)
+                                          a_all[i + 1], sb_all[i], sb_all[i + 1])
             z = randn_like(x, generator) if coeffs[3] > 0 else None
             if corrector == "unic" and not last:
                 prev = (x, hist_q[:k], hist_lam[:k], z)
