@@ -12,6 +12,14 @@ one run. Each segment uses seed + 1000 * segment: the data loader restarts its o
 segment, and a new seed gives it new crops and noise instead of replaying the first ones (the
 diffusion time/noise draws are seeded by step already). All settings are in SETTINGS below and are
 printed; --until stops before starting a segment that would end after that time (UTC, HH:MM).
+
+Continuing a shipped model (its training checkpoints are not kept) is a fine-tune: `--init-from`
+starts the network from the checkpoint's (EMA) weights with a fresh optimizer, and `--cosine` decays
+the learning rate to optim.min_lr_ratio over the last milestone (give a single milestone: the decay
+is laid out over trainer.max_steps, so every segment must share it):
+
+    python benchmarks/train_cpu_models.py --task denoise --objective data --out /work/runs/denoise_ft \
+        --init-from checkpoints/mrlight-denoise-s25-cpu.ckpt --cosine --milestones 12000
 """
 
 from __future__ import annotations
@@ -47,12 +55,20 @@ def main() -> int:
     ap.add_argument("--milestones", default=MILESTONES)
     ap.add_argument("--until", default=None, help="UTC HH:MM: start no segment expected to end after it")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", default=None, help="start the network from this checkpoint's weights")
+    ap.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the last milestone")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     milestones = [int(m) for m in args.milestones.split(",")]
+    if args.cosine and len(milestones) != 1:
+        ap.error("--cosine lays the decay out over trainer.max_steps: give one milestone")
     base = [sys.executable, str(REPO / "train.py"), f"task={TASKS[args.task]}", f"data.root={args.data_root}",
             f"output_dir={out / 'run'}", f"objective.prediction={args.objective}", *SETTINGS]
+    if args.cosine:
+        base.append("optim.scheduler=cosine")
+    if args.init_from:
+        base.append(f"init_from={Path(args.init_from).resolve()}")
     print("settings:", " ".join(base[2:]), flush=True)
     deadline = None
     if args.until:
