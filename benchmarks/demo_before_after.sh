@@ -3,13 +3,13 @@
 #   old: unet-tiny trained from scratch with the velocity objective (the demo until 2026-12-02)
 #   new: the shipped derainer fine-tuned on the demo set (configs/task/demo.yaml + the Makefile's init_from)
 # Each: train.py task=demo (1000 steps) + sample.py on the 4 validation tiles, one torch thread.
-#   bash benchmarks/demo_before_after.sh [data_root=/tmp/demodata] [out=/tmp]
+#   bash benchmarks/demo_before_after.sh [data_root=/tmp/demodata] [out=/tmp]     (VARIANTS=new: only the new demo)
 set -e
 cd "$(dirname "$0")/.."
 ROOT=${1:-/tmp/demodata}; OUT=${2:-/tmp}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1
-for variant in old new; do
+for variant in ${VARIANTS:-old new}; do
   if [ $variant = old ]; then extra="network.name=unet-tiny network.overrides={} objective.prediction=velocity"
   else extra="init_from=checkpoints/mrlight-derain-rain100h-cpu.ckpt"; fi
   start=$(date +%s)
