@@ -15,3 +15,11 @@ def test_network_overrides_replaced_whole():
     assert set(load_config(["task=demo"]).network.overrides) == {"enc_blocks", "mid_blocks", "dec_blocks"}
     cfg = load_config(["task=demo", "network.overrides={width: 8}"])
     assert dict(cfg.network.overrides) == {"width": 8}
+
+
+def test_naming_another_network_drops_the_task_files_overrides():
+    # configs/task/demo.yaml sets nafnet-tiny fields; they must not follow to another preset
+    cfg = load_config(["task=demo", "network.name=unet-tiny"])
+    assert cfg.network.name == "unet-tiny" and dict(cfg.network.overrides) == {}
+    cfg = load_config(["task=demo", "network.name=unet-tiny", "network.overrides={nf: 8}"])
+    assert dict(cfg.network.overrides) == {"nf": 8}
