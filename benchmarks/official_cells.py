@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_samplers import DaclipGrid, official_mr_sample, official_times  # noqa: E402
+from sampler_quality import SECOND_LAW  # noqa: E402
 
 from mrlight.analytic import GaussianMixture, Oracle, wasserstein1  # noqa: E402
 from mrlight.sampling import get_times  # noqa: E402
@@ -34,7 +35,6 @@ from mrlight.sampling.common import Denoiser  # noqa: E402
 from mrlight.sampling.mr import _apply, _final_step_in_u, _taylor_weights, mr_step_coefficients  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
-SECOND_LAW = dict(weights=[0.7, 0.3], means=[0.05, -0.1], stds=[0.02, 0.1])
 # (order, parameterization, schedule, NFE): the finite cells of docs/results/sampler_quality_v2.md
 CELLS = [(2, "noise", "linspace", 5), (3, "data", "uniform-lambda", 10), (1, "noise", "karras-t", 5)]
 

@@ -64,9 +64,9 @@ def main() -> int:
     if args.cosine and len(milestones) != 1:
         ap.error("--cosine lays the decay out over trainer.max_steps: give one milestone")
     base = [sys.executable, str(REPO / "train.py"), f"task={TASKS[args.task]}", f"data.root={args.data_root}",
-            f"output_dir={out / 'run'}", f"objective.prediction={args.objective}", *SETTINGS]
-    if args.cosine:
-        base.append("optim.scheduler=cosine")
+            f"output_dir={out / 'run'}", f"objective.prediction={args.objective}",
+            *(s.replace("=constant", "=cosine") if args.cosine and s.startswith("optim.scheduler=") else s
+              for s in SETTINGS)]
     if args.init_from:
         base.append(f"init_from={Path(args.init_from).resolve()}")
     print("settings:", " ".join(base[2:]), flush=True)

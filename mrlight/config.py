@@ -196,8 +196,8 @@ def _merge(layers: list[DictConfig]) -> DictConfig:
         layer = layer.copy()
         # network.overrides are fields of one preset: a layer that names a network without giving
         # overrides drops the earlier layers' (`task=demo network.name=unet-tiny` gets a plain unet-tiny).
-        net = layer.get("network") if isinstance(layer.get("network"), DictConfig) else None
-        if net is not None and "name" in net and "overrides" not in net:
+        net = layer.get("network")
+        if isinstance(net, DictConfig) and "name" in net and "overrides" not in net:
             last["network.overrides"] = {}
         for key in REPLACED_WHOLE:
             parent, _, leaf = key.rpartition(".")
