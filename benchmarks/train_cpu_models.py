@@ -88,7 +88,8 @@ def main() -> int:
                 print(f"stop: segment to step {m} would end about {eta:%H:%M} UTC, after --until {args.until}", flush=True)
                 break
         cmd = base + [f"trainer.max_steps={m}", f"seed={args.seed + 1000 * k}"]
-        cmd += ["ckpt_path=last"] if done else ["overwrite=true"]
+        # ckpt_path=last resumes a segment cut short (or the previous one); with no last.ckpt it starts fresh
+        cmd += ["ckpt_path=last"]
         start = time.time()
         log = out / f"segment_{m}.log"
         with open(log, "w") as fh:
