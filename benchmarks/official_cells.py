@@ -13,8 +13,16 @@ This script takes the finite ones apart, with a perfect network on the two laws 
 3. It varies one cause at a time on mrlight's side: the end point (t = 0 through the u-space final
    step, or the official finite lambda), the final step's form (u-space polynomial in eps vs the
    noise form's own lambda-space limit, which is finite at every order), and the order pattern.
+4. It re-runs the official rules with lambda computed from the interpolated alpha and sigma
+   (`ConsistentGrid`): at times between DA-CLIP's integer grid points (karras-t, uniform-lambda) the
+   official code interpolates lambda on its own, so e^h is not alpha_t sigma_s / (alpha_s sigma_t).
+5. Seed means (seeds 0-4) of the flagged cells, official vs mrlight, with the W1 of returning mu
+   itself: a run scoring above that has diverged, and comparing two diverged runs says nothing.
+6. The global rule the cells suggest: every schedule ends at the official end point (linspace and
+   uniform-lambda spread over [T, t_end], karras-t's t_min -> t_end) with ordinary steps and
+   mrlight's order rules, on every official configuration at NFE 5 and 10.
 
-    python benchmarks/official_cells.py      # about 2 minutes on one CPU core
+    python benchmarks/official_cells.py      # about 5 minutes on one CPU core
 """
 
 from __future__ import annotations
@@ -31,12 +39,28 @@ from sampler_quality import SECOND_LAW  # noqa: E402
 
 from mrlight.analytic import GaussianMixture, Oracle, wasserstein1  # noqa: E402
 from mrlight.sampling import get_times  # noqa: E402
+from mrlight.sampling import sample  # noqa: E402
 from mrlight.sampling.common import Denoiser  # noqa: E402
-from mrlight.sampling.mr import _apply, _final_step_in_u, _taylor_weights, mr_step_coefficients  # noqa: E402
+from mrlight.sampling.mr import _apply, _final_step_in_u, _taylor_weights, mr_step_coefficients, sample_mr  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
 # (order, parameterization, schedule, NFE): the finite cells of docs/results/sampler_quality_v2.md
 CELLS = [(2, "noise", "linspace", 5), (3, "data", "uniform-lambda", 10), (1, "noise", "karras-t", 5)]
+# (solver, order, parameterization, schedule, NFE): every cell behind by more than 2 x floor in
+# docs/results/sampler_quality_2026-12-02.md, including the diverged noise-form SDE cells
+FLAGGED = [("ode", 1, "noise", "karras-t", 5), ("ode", 2, "noise", "linspace", 5), ("ode", 3, "data", "uniform-lambda", 10),
+           ("sde", 1, "noise", "linspace", 5), ("sde", 2, "noise", "linspace", 10), ("sde", 2, "noise", "uniform-lambda", 5)]
+OFFICIAL_CONFIGS = [(solver, order, param, sched) for solver, order in (("ode", 1), ("ode", 2), ("ode", 3), ("sde", 1), ("sde", 2))
+                    for param in ("data", "noise") for sched in ("linspace", "uniform-lambda", "karras-t")]
+
+
+class ConsistentGrid(DaclipGrid):
+    """DA-CLIP's grid with lambda = log(alpha / sigma) of the interpolated alpha and sigma at every time."""
+
+    def interp(self, x, xp, fp):
+        if fp is self.lam:
+            return torch.log(DaclipGrid.interp(x, xp, self.alpha)) - torch.log(DaclipGrid.interp(x, xp, self.sigma))
+        return DaclipGrid.interp(x, xp, fp)
 
 
 def replay(law, sde, mu, times, orders, final, parameterization, seed):
@@ -81,10 +105,99 @@ def official_orders(n: int, order: int) -> list[int]:
     return orders
 
 
+def w1_of(out, mu, law) -> float:
+    return wasserstein1((out.clamp(0, 1) - mu).double(), law)
+
+
+def official_w1(law, sde, mu, n, solver, order, param, sched, seed, grid=None) -> float:
+    # the perfect network sees DA-CLIP's interpolated alpha, sigma in both grids; only the sampler's lambda differs
+    grid = grid or DaclipGrid()
+    out = official_mr_sample(Oracle(law, sde, schedule=DaclipGrid().at), mu, grid, n, solver=solver, order=order,
+                             parameterization=param, schedule=sched, generator=torch.Generator().manual_seed(seed))
+    return w1_of(out, mu, law)
+
+
+def mrlight_w1(law, sde, mu, n, solver, order, param, sched, seed, times=None) -> float:
+    """mrlight's sampler with its defaults, or (times given) `sample_mr` on those times from the same prior draw."""
+    g = torch.Generator().manual_seed(seed)
+    if times is None:
+        out = sample(Oracle(law, sde), mu, sde, nfe=n, solver=solver, order=order, parameterization=param,
+                     time_schedule=sched, generator=g)
+    else:
+        x = sde.prior_sample(mu, g)
+        out = sample_mr(Denoiser(Oracle(law, sde), mu, sde, "noise"), x, mu, times, solver=solver, order=order,
+                        parameterization=param, generator=g)
+    return w1_of(out, mu, law)
+
+
+def times_to_end(sde, sched, n, t_end):
+    """mrlight's schedule `sched` ending at t_end > 0 instead of 0 (section 6)."""
+    T = float(sde.T)
+    if sched == "linspace":
+        return torch.linspace(T, t_end, n + 1, dtype=torch.float64)
+    if sched == "uniform-lambda":
+        lam = torch.linspace(sde.half_log_snr(torch.tensor(T, dtype=torch.float64)).item(),
+                             sde.half_log_snr(torch.tensor(t_end, dtype=torch.float64)).item(), n + 1, dtype=torch.float64)
+        t = sde.t_from_lambda(lam)
+        t[0], t[-1] = T, t_end
+        return t
+    t = get_times(sched, sde, n)
+    t[-1] = t_end
+    return t
+
+
+def seed_means(sde, mu, seeds: int, floor: float):
+    law = GaussianMixture()
+    trivial = wasserstein1(torch.zeros(mu.numel(), dtype=torch.float64), law)
+    print(f"\n### Seed means of the flagged cells (benchmark law, seeds 0-{seeds - 1})\n")
+    print(f"Returning mu itself scores W1 {trivial:.4f}: a run above that has diverged.\n")
+    print("| solver | order | param | schedule | NFE | official | official, consistent lambda | mrlight | "
+          "mrlight - official per seed | verdict |\n|---|---|---|---|---|---|---|---|---|---|")
+    for solver, order, param, sched, n in FLAGGED:
+        off = [official_w1(law, sde, mu, n, solver, order, param, sched, s) for s in range(seeds)]
+        con = [official_w1(law, sde, mu, n, solver, order, param, sched, s, ConsistentGrid()) for s in range(seeds)]
+        mine = [mrlight_w1(law, sde, mu, n, solver, order, param, sched, s) for s in range(seeds)]
+        m_off, m_con, m_mine = (sum(v) / seeds for v in (off, con, mine))
+        diffs = [b - a for a, b in zip(off, mine)]
+        if min(m_off, m_mine) > trivial:
+            verdict = "both diverged"
+        elif m_mine <= m_off + 2 * floor:
+            verdict = "within 2 x floor"
+        elif m_mine <= m_con + 2 * floor:
+            verdict = "within 2 x floor of the official rules with consistent lambda"
+        else:
+            verdict = "official better"
+        print(f"| {solver} | {order} | {param} | {sched} | {n} | {m_off:.4f} | {m_con:.4f} | {m_mine:.4f} | "
+              f"{min(diffs):+.4f} .. {max(diffs):+.4f} | {verdict} |")
+
+
+def global_end_point(sde, mu, t_end, seed, floor: float):
+    law = GaussianMixture()
+    print(f"\n### Every schedule ending at the official end point t = {t_end:.3f} (benchmark law, seed {seed})\n")
+    print("Cells where either mrlight rule is behind the official rules by more than 2 x floor:\n")
+    print("| solver | order | param | schedule | NFE | official | mrlight (to t = 0) | mrlight ending at t_end |\n"
+          "|---|---|---|---|---|---|---|---|")
+    behind = {"now": 0, "end": 0}
+    for n in (5, 10):
+        for solver, order, param, sched in OFFICIAL_CONFIGS:
+            off = official_w1(law, sde, mu, n, solver, order, param, sched, seed)
+            now = mrlight_w1(law, sde, mu, n, solver, order, param, sched, seed)
+            end = mrlight_w1(law, sde, mu, n, solver, order, param, sched, seed, times_to_end(sde, sched, n, t_end))
+            flags = {k: v > off + 2 * floor for k, v in (("now", now), ("end", end))}
+            for k, f in flags.items():
+                behind[k] += f
+            if any(flags.values()):
+                print(f"| {solver} | {order} | {param} | {sched} | {n} | {off:.4f} | {now:.4f} | {end:.4f} |")
+    total = 2 * len(OFFICIAL_CONFIGS)
+    print(f"\nBehind the official rules: {behind['now']} of {total} cells ending at t = 0, "
+          f"{behind['end']} of {total} ending at t_end.")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pixels", type=int, default=60_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=5, help="seeds for the seed means of section 5")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     sde, grid = MRSDE(), DaclipGrid()
@@ -101,6 +214,7 @@ def main(argv=None):
         full = [min(i + 1, order) for i in range(n)]
         rows = [
             ("official rules (DA-CLIP grid)", None),
+            ("official rules, lambda consistent with the interpolated alpha and sigma", "consistent"),
             ("mrlight default: its times, full orders, u-space step to t = 0", (mine_t, full, "u")),
             ("replay: official times, orders and end point", (off_t, official_orders(n, order), "plain")),
             ("official times and end point, full orders", (off_t, full, "plain")),
@@ -112,15 +226,18 @@ def main(argv=None):
         for label, spec in rows:
             cells = []
             for law in (GaussianMixture(), GaussianMixture(**SECOND_LAW)):
-                if spec is None:
-                    out = official_mr_sample(Oracle(law, sde, schedule=grid.at), mu, grid, n, solver="ode", order=order,
-                                             parameterization=param, schedule=sched,
-                                             generator=torch.Generator().manual_seed(a.seed))
+                if spec is None or spec == "consistent":
+                    w = official_w1(law, sde, mu, n, "ode", order, param, sched, a.seed,
+                                    ConsistentGrid() if spec else grid)
                 else:
-                    out = replay(law, sde, mu, *spec, parameterization=param, seed=a.seed)
-                cells.append(f"{wasserstein1((out.clamp(0, 1) - mu).double(), law):.4f}")
-            times = off_t if spec is None else spec[0]
+                    w = w1_of(replay(law, sde, mu, *spec, parameterization=param, seed=a.seed), mu, law)
+                cells.append(f"{w:.4f}")
+            times = spec[0] if isinstance(spec, tuple) else off_t
             print(f"| {label} | {', '.join(f'{t:.2f}' for t in times)} | {cells[0]} | {cells[1]} |")
+    law = GaussianMixture()
+    floor = wasserstein1(law.sample((a.pixels,), torch.Generator().manual_seed(a.seed + 1)), law)
+    seed_means(sde, mu, a.seeds, floor)
+    global_end_point(sde, mu, t_end, a.seed, floor)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ is laid out over trainer.max_steps, so every segment must share it):
 
     python benchmarks/train_cpu_models.py --task denoise --objective data --out /work/runs/denoise_ft \
         --init-from checkpoints/mrlight-denoise-s25-cpu.ckpt --cosine --milestones 12000
+
+A further fine-tune of an already fine-tuned model can lower the peak rate with --lr.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init-from", default=None, help="start the network from this checkpoint's weights")
     ap.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the last milestone")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: SETTINGS' optim.lr)")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +70,8 @@ def main() -> int:
             f"output_dir={out / 'run'}", f"objective.prediction={args.objective}",
             *(s.replace("=constant", "=cosine") if args.cosine and s.startswith("optim.scheduler=") else s
               for s in SETTINGS)]
+    if args.lr is not None:
+        base = [f"optim.lr={args.lr}" if s.startswith("optim.lr=") else s for s in base]
     if args.init_from:
         base.append(f"init_from={Path(args.init_from).resolve()}")
     print("settings:", " ".join(base[2:]), flush=True)
