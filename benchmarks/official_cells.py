@@ -21,6 +21,9 @@ This script takes the finite ones apart, with a perfect network on the two laws 
 6. The global rule the cells suggest: every schedule ends at the official end point (linspace and
    uniform-lambda spread over [T, t_end], karras-t's t_min -> t_end) with ordinary steps and
    mrlight's order rules, on every official configuration at NFE 5 and 10.
+7. The rule mrlight adopted instead, for the noise-form ODE only (mrlight/sampling/mr.py): its last
+   step ends at u = 1/510. Summed W1 over the noise-form ODE-2/3 rows (5 schedules, NFE 5/10/20,
+   both laws) for the u-space step it replaced, three end points, and with the UniC corrector.
 
     python benchmarks/official_cells.py      # about 5 minutes on one CPU core
 """
@@ -41,6 +44,7 @@ from mrlight.analytic import GaussianMixture, Oracle, wasserstein1  # noqa: E402
 from mrlight.sampling import get_times  # noqa: E402
 from mrlight.sampling import sample  # noqa: E402
 from mrlight.sampling.common import Denoiser  # noqa: E402
+from mrlight.sampling import mr as mr_module  # noqa: E402
 from mrlight.sampling.mr import _apply, _final_step_in_u, _taylor_weights, mr_step_coefficients, sample_mr  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
@@ -201,6 +205,43 @@ def global_end_point(sde, mu, t_end, seed, floor: float):
           f"{behind['end']} of {total} ending at t_end.")
 
 
+def noise_form_end(sde, mu, seed):
+    """Section 7: the noise-form end point, by patching the module's rule (restored afterwards)."""
+    rule, end_u = mr_module.ends_at_noise_form_end, mr_module.NOISE_FORM_END_U
+    variants = [("u-space step to t = 0 (before)", None), ("end at u = 1/1020", 0.5 / 510),
+                ("end at u = 1/510 (adopted)", 1 / 510), ("end at u = 1/255", 1 / 255)]
+    scheds = ["linspace", "uniform-lambda", "karras-t", "quadratic-t", "optimized"]
+    laws = (GaussianMixture(), GaussianMixture(**SECOND_LAW))
+    print(f"\n### The noise-form ODE's end point (seed {seed}; sums over ODE-2/3, {len(scheds)} schedules, "
+          "NFE 5/10/20, both laws)\n")
+    print("| final step | summed W1, no corrector | ODE-2 linspace NFE 5 | summed W1, UniC | "
+          "ODE-2 linspace NFE 5, UniC |\n|---|---|---|---|---|")
+    try:
+        for label, u in variants:
+            cells = []
+            for corrector in ("none", "unic"):
+                mr_module.ends_at_noise_form_end = (lambda s_, p_, c_: False) if u is None else (
+                    lambda s_, p_, c_: (s_, p_) == ("ode", "noise"))
+                if u is not None:
+                    mr_module.NOISE_FORM_END_U = u
+                total, cell = 0.0, None
+                for law in laws:
+                    for order in (2, 3):
+                        for sched in scheds:
+                            for n in (5, 10, 20):
+                                out = sample(Oracle(law, sde), mu, sde, nfe=n, order=order, parameterization="noise",
+                                             time_schedule=sched, corrector=corrector,
+                                             generator=torch.Generator().manual_seed(seed))
+                                w = w1_of(out, mu, law)
+                                total += w
+                                if cell is None:  # the first run: benchmark law, ODE-2, linspace, NFE 5
+                                    cell = w
+                cells += [f"{total:.4f}", f"{cell:.4f}"]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+    finally:
+        mr_module.ends_at_noise_form_end, mr_module.NOISE_FORM_END_U = rule, end_u
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pixels", type=int, default=60_000)
@@ -252,6 +293,7 @@ def main(argv=None):
     floor = wasserstein1(law.sample((a.pixels,), torch.Generator().manual_seed(a.seed + 1)), law)
     seed_means(sde, mu, a.seeds, floor)
     global_end_point(sde, mu, t_end, a.seed, floor)
+    noise_form_end(sde, mu, a.seed)
 
 
 if __name__ == "__main__":

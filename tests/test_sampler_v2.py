@@ -1,12 +1,14 @@
 """Sampler v2: the UniC corrector, optimized and explicit time steps, and their errors."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import run_script
-from mrlight.analytic import GaussianMixture, Oracle, pf_ode_reference
+from mrlight.analytic import GaussianMixture, Oracle, pf_ode_reference, wasserstein1
 from mrlight.config import ConfigError, check_time_schedule
 from mrlight.sampling import get_times, optimize_times, optimized_times, sample
 from mrlight.sampling.optimize import calibration_laws, load_tables, sde_key
@@ -188,3 +190,28 @@ def test_run_config_accepts_optimized_unic_and_step_lists_for_validation(tmp_pat
                        ("sampler.time_schedule=karras", "did you mean 'karras-t'")):
         with pytest.raises(ConfigError, match=match):
             load_config([bad])
+
+
+@pytest.mark.parametrize("law", [LAW, HELD_OUT], ids=["benchmark-law", "held-out-law"])
+def test_noise_form_final_step_is_as_good_as_the_official_rules(law):
+    """Issue 9's cell ODE-2, noise form, linspace, NFE 5: the noise-form ODE ends its last step at
+    u = 1/510 and takes the newest eps from there (mrlight.sampling.mr); that puts it within
+    2 x the exact-sample floor of the official rules, and well ahead of the first-order step."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from reference_samplers import DaclipGrid, official_mr_sample
+
+    mu = torch.full((200, 1, 10, 10), 0.5)
+    grid = DaclipGrid()
+
+    def w1(out):
+        return wasserstein1((out.clamp(0, 1) - mu).double(), law)
+
+    official = w1(official_mr_sample(Oracle(law, SDE, schedule=grid.at), mu, grid, 5, solver="ode", order=2,
+                                     parameterization="noise", schedule="linspace",
+                                     generator=torch.Generator().manual_seed(0)))
+    kw = dict(nfe=5, order=2, parameterization="noise", time_schedule="linspace")
+    ours = w1(sample(Oracle(law, SDE), mu, SDE, generator=torch.Generator().manual_seed(0), **kw))
+    first_order = w1(sample(Oracle(law, SDE), mu, SDE, final_order=1, generator=torch.Generator().manual_seed(0), **kw))
+    floor = wasserstein1(law.sample((mu.numel(),), torch.Generator().manual_seed(1)), law)
+    assert ours <= official + 2 * floor, (ours, official, floor)
+    assert ours < 0.7 * first_order, (ours, first_order)

@@ -86,9 +86,11 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         lambda_min: start where lambda(t) = lambda_min if lambda(T) is smaller (numerical stability).
         t_min: last positive time of the `uniform-lambda` and `karras-t` schedules (default 3).
         lower_order_final: below 10 steps, cap the MR order by the number of steps left (DPM-Solver's rule).
-        final_order: order of the step into t = 0 (default: `order`). Above 1 it is a multistep
-            polynomial for eps in u = sigma_bar / alpha (t = 0 is u = 0); 1 is the first-order
-            step, whose lambda -> inf limit is x0_hat in the data form.
+        final_order: order of the step into t = 0 (default: `order`; min(order, 2) for the ODE in
+            the noise form without corrector). Above 1 it is a multistep polynomial for eps in
+            u = sigma_bar / alpha (t = 0 is u = 0), or for the noise-form ODE without corrector a
+            lambda-space step to u = 1/510 and the newest eps from there; 1 is the first-order
+            step, whose limit is x0_hat.
         corrector: "none" or "unic" (mr): UniC corrector (Zhao et al., 2023), no extra NFE.
         unic_variant: UniC's B(h) for its one-point case: "bh1", "bh2" or "exact" (default: bh2 for
             the data form, bh1 for the noise form, where bh2 and exact diverge at NFE 5).
@@ -163,7 +165,7 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     if is_mr:
         opts.update(solver=solver, order=order, parameterization=parameterization,
                     lower_order_final=lower_order_final, denoise_last=denoise_last,
-                    final_order=order if final_order is None else final_order, corrector=corrector,
+                    final_order=final_order, corrector=corrector,
                     unic_variant=unic_variant)
     elif sampler in ("euler", "heun"):
         opts.update(solver=solver)

@@ -21,14 +21,21 @@ which `benchmarks/sampler_quality.py` shows costs it its third order.
 
 Numerical care (DESIGN section 4, "known traps"):
 - The step into t = 0 has lambda_t = +inf. In the data form only the first-order step has a
-  finite limit there (x0_hat). The noise form's Taylor terms all have one (each integrates to 1
-  against e^{-v}), but that limit was mixed against the u-space step below (better for ODE-2 on
-  linspace, worse for ODE-3; benchmarks/official_cells.py), so both forms take the first-order
-  limit or the u-space step. Products like sb_t e^h are formed as alpha_t sb_s / alpha_s, so
-  nothing overflows and nothing divides by h. With `final_order` > 1
-  the step is instead taken in u = sigma_bar / alpha, where t = 0 is the finite point u = 0 and a
-  multistep polynomial for eps integrates exactly (`final_step_weights`); on `linspace`, whose
-  last step is long, this lowers W1 by up to 30% at NFE 5 (docs/SAMPLERS.md).
+  finite limit there (x0_hat). Products like sb_t e^h are formed as alpha_t sb_s / alpha_s, so
+  nothing overflows and nothing divides by h. With `final_order` > 1 the data form (and the
+  reverse SDE) take the step instead in u = sigma_bar / alpha, where t = 0 is the finite point
+  u = 0 and a multistep polynomial for eps integrates exactly (`final_step_weights`); on
+  `linspace`, whose last step is long, this lowers W1 by up to 30% at NFE 5 (docs/SAMPLERS.md).
+- The ODE in the noise form ends its last step at u = sigma_bar / alpha = 1/510 (noise of half an
+  8-bit grey level, lambda = 6.23) with an ordinary lambda-space step of order <= 2 (the noise
+  form's coefficients stay bounded at any step size), then moves the state the rest of the way
+  to t = 0 with the newest eps (`_final_noise_step`). Its multistep polynomial in lambda, carried
+  to lambda = inf, over-weights the slope term where a smooth law's eps decays to 0 as t -> 0;
+  stopping at a finite lambda, as DPM-Solver's t_eps and the official MR Sampler do, damps it by
+  (1 + h) e^{-h}. Summed W1 over the noise-form ODE-2/3 rows of the analytic benchmark falls by
+  14% (benchmarks/official_cells.py, docs/SAMPLERS.md); a third-order final step costs ODE-3 on
+  linspace, hence the cap. With the UniC corrector the slope term of that long step hurts instead
+  (summed W1 +14%), so a corrected run keeps the u-space step.
 - `lower_order_final` caps the order by the number of steps left when there are fewer than 10
   steps, as DPM-Solver's code does, because the ratio h_prev / h shrinks near t = 0 and multistep
   extrapolation amplifies errors there.
@@ -50,6 +57,18 @@ CORRECTORS = ("none", "unic")
 # uniform-lambda at NFE 10 (W1 0.015 -> 0.010) and costs ODE-3 on linspace / quadratic-t.
 LOWER_ORDER_BELOW_NFE = 10
 UNIC_VARIANTS = ("bh1", "bh2", "exact")
+# Where the noise-form ODE's last lambda-space step ends: u = sigma_bar / alpha of half an 8-bit grey level.
+NOISE_FORM_END_U = 0.5 / 255
+
+
+def ends_at_noise_form_end(solver: str, parameterization: str, corrector: str) -> bool:
+    """Whether the step into t = 0 stops at u = NOISE_FORM_END_U first (see the module docstring)."""
+    return (solver, parameterization, corrector) == ("ode", "noise", "none")
+
+
+def default_final_order(solver: str, parameterization: str, order: int, corrector: str = "none") -> int:
+    """The order of the step into t = 0 when `final_order` is not given (see the module docstring)."""
+    return min(order, 2) if ends_at_noise_form_end(solver, parameterization, corrector) else order
 
 
 def noise_rate(solver: str) -> float:
@@ -189,10 +208,20 @@ def _final_step_in_u(x, mu, a_s: float, lams: list[float], eps_hist: list[torch.
     return x_new
 
 
+def _final_noise_step(x, mu, sde, a_s: float, sb_s: float, lams: list[float], eps_hist: list[torch.Tensor]):
+    """The noise-form ODE's step into t = 0: a lambda-space step of len(eps_hist) orders to
+    u = NOISE_FORM_END_U, then (x - mu) / alpha - u eps_0 with the newest eps for the rest."""
+    lam_e = -math.log(NOISE_FORM_END_U)
+    a_e = sde.alpha(sde.t_from_lambda(torch.tensor(lam_e, dtype=torch.float64))).item()
+    coeffs = mr_step_coefficients("ode", "noise", lams, lam_e, a_s, a_e, sb_s, a_e * NOISE_FORM_END_U)
+    x_e = _apply(x, mu, eps_hist, coeffs, None)
+    return mu + (x_e - mu) / a_e - NOISE_FORM_END_U * eps_hist[0]
+
+
 @torch.no_grad()
 def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torch.Tensor, *,
               solver: str = "ode", order: int = 2, parameterization: str = "data",
-              lower_order_final: bool = True, denoise_last: bool = False, final_order: int = 1,
+              lower_order_final: bool = True, denoise_last: bool = False, final_order: int | None = None,
               corrector: str = "none", unic_variant: str = "bh2",
               generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
     """MR Sampler (Li et al., ICLR 2025): multistep exponential integrator, len(times)-1 NFE.
@@ -201,6 +230,8 @@ def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torc
     `unic_weights`) before the next step; the final step, with no evaluation after it, is not corrected.
     """
     sde = denoiser.sde
+    if final_order is None:
+        final_order = default_final_order(solver, parameterization, order, corrector)
     lam_all = sde.half_log_snr(times).tolist()
     a_all = sde.alpha(times).tolist()
     sb_all = sde.sigma_bar(times).tolist()
@@ -231,7 +262,11 @@ def sample_mr(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: torc
         if denoise_last and last:
             x = x0_hat
         elif ends_at_zero and last and len(hist_eps) > 1:
-            x = _final_step_in_u(x, mu, a_all[i], lam_all[n - len(hist_eps):n][::-1], hist_eps)
+            lams = lam_all[n - len(hist_eps):n][::-1]
+            if ends_at_noise_form_end(solver, parameterization, corrector) and sb_all[i] > a_all[i] * NOISE_FORM_END_U:
+                x = _final_noise_step(x, mu, sde, a_all[i], sb_all[i], lams, hist_eps)
+            else:
+                x = _final_step_in_u(x, mu, a_all[i], lams, hist_eps)
         else:
             k = len(hist_q)
             if lower_order_final and n < LOWER_ORDER_BELOW_NFE:
