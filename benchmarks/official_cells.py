@@ -25,7 +25,11 @@ This script takes the finite ones apart, with a perfect network on the two laws 
    step ends at u = 1/510. Summed W1 over the noise-form ODE-2/3 rows (5 schedules, NFE 5/10/20,
    both laws) for the u-space step it replaced, three end points, and with the UniC corrector.
 
-    python benchmarks/official_cells.py      # about 5 minutes on one CPU core
+8. The uniform-lambda schedule's t_min (its last positive time) for the remaining ODE-3 data cell:
+   summed W1 over the uniform-lambda rows mrlight and the official code share (ODE 1-3 both forms,
+   SDE 1-2 data form; NFE 5/10/20; both laws) and the cells still behind, per t_min.
+
+    python benchmarks/official_cells.py      # about 8 minutes on one CPU core
 """
 
 from __future__ import annotations
@@ -242,6 +246,33 @@ def noise_form_end(sde, mu, seed):
         mr_module.ends_at_noise_form_end, mr_module.NOISE_FORM_END_U = rule, end_u
 
 
+def uniform_lambda_t_min(sde, mu, seed, floor, t_mins=(3.0, 2.0, 1.0, 0.5)):
+    """Section 8."""
+    grid = DaclipGrid()
+    cfgs = [("ode", o, p) for o in (1, 2, 3) for p in ("data", "noise")] + [("sde", o, "data") for o in (1, 2)]
+    laws = (GaussianMixture(), GaussianMixture(**SECOND_LAW))
+    runs = [(li, s, o, p, n) for li in range(2) for s, o, p in cfgs for n in (5, 10, 20)]
+    off = {r: official_w1(laws[r[0]], sde, mu, r[4], *r[1:4], "uniform-lambda", seed) for r in runs}
+    print(f"\n### uniform-lambda's t_min (seed {seed}; {len(runs)} runs: ODE 1-3 both forms, SDE 1-2 data, "
+          "NFE 5/10/20, both laws)\n")
+    print("| t_min | summed W1 | ODE-3 data NFE 10, benchmark law | cells behind the official rules by > 2 x floor |\n"
+          "|---|---|---|---|")
+    for t_min in t_mins:
+        total, behind, cell = 0.0, [], None
+        for r in runs:
+            li, solver, order, param, n = r
+            out = sample(Oracle(laws[li], sde), mu, sde, nfe=n, solver=solver, order=order, parameterization=param,
+                         time_schedule="uniform-lambda", t_min=t_min, generator=torch.Generator().manual_seed(seed))
+            w = w1_of(out, mu, laws[li])
+            total += w
+            if w > off[r] + 2 * floor:
+                behind.append(f"{'benchmark' if li == 0 else 'second'} law {solver.upper()}-{order} {param} NFE {n} "
+                              f"({w:.4f} vs {off[r]:.4f})")
+            if r == (0, "ode", 3, "data", 10):
+                cell = w
+        print(f"| {t_min:g} | {total:.4f} | {cell:.4f} | {'; '.join(behind) or 'none'} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pixels", type=int, default=60_000)
@@ -294,6 +325,7 @@ def main(argv=None):
     seed_means(sde, mu, a.seeds, floor)
     global_end_point(sde, mu, t_end, a.seed, floor)
     noise_form_end(sde, mu, a.seed)
+    uniform_lambda_t_min(sde, mu, a.seed, floor)
 
 
 if __name__ == "__main__":
