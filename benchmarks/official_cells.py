@@ -45,8 +45,7 @@ from reference_samplers import DaclipGrid, official_mr_sample, official_times  #
 from sampler_quality import SECOND_LAW  # noqa: E402
 
 from mrlight.analytic import GaussianMixture, Oracle, wasserstein1  # noqa: E402
-from mrlight.sampling import get_times  # noqa: E402
-from mrlight.sampling import sample  # noqa: E402
+from mrlight.sampling import get_times, sample  # noqa: E402
 from mrlight.sampling.common import Denoiser  # noqa: E402
 from mrlight.sampling import mr as mr_module  # noqa: E402
 from mrlight.sampling.mr import _apply, _final_step_in_u, _taylor_weights, mr_step_coefficients, sample_mr  # noqa: E402
@@ -60,6 +59,9 @@ FLAGGED = [("ode", 1, "noise", "karras-t", 5), ("ode", 2, "noise", "linspace", 5
            ("sde", 1, "noise", "linspace", 5), ("sde", 2, "noise", "linspace", 10), ("sde", 2, "noise", "uniform-lambda", 5)]
 OFFICIAL_CONFIGS = [(solver, order, param, sched) for solver, order in (("ode", 1), ("ode", 2), ("ode", 3), ("sde", 1), ("sde", 2))
                     for param in ("data", "noise") for sched in ("linspace", "uniform-lambda", "karras-t")]
+
+
+DACLIP = DaclipGrid()  # the official grid; the perfect network sees its interpolated alpha and sigma
 
 
 class ConsistentGrid(DaclipGrid):
@@ -125,10 +127,9 @@ def w1_of(out, mu, law) -> float:
     return wasserstein1((out.clamp(0, 1) - mu).double(), law)
 
 
-def official_w1(law, sde, mu, n, solver, order, param, sched, seed, grid=None) -> float:
+def official_w1(law, sde, mu, n, solver, order, param, sched, seed, grid=DACLIP) -> float:
     # the perfect network sees DA-CLIP's interpolated alpha, sigma in both grids; only the sampler's lambda differs
-    grid = grid or DaclipGrid()
-    out = official_mr_sample(Oracle(law, sde, schedule=DaclipGrid().at), mu, grid, n, solver=solver, order=order,
+    out = official_mr_sample(Oracle(law, sde, schedule=DACLIP.at), mu, grid, n, solver=solver, order=order,
                              parameterization=param, schedule=sched, generator=torch.Generator().manual_seed(seed))
     return w1_of(out, mu, law)
 
@@ -248,7 +249,6 @@ def noise_form_end(sde, mu, seed):
 
 def uniform_lambda_t_min(sde, mu, seed, floor, t_mins=(3.0, 2.0, 1.0, 0.5)):
     """Section 8."""
-    grid = DaclipGrid()
     cfgs = [("ode", o, p) for o in (1, 2, 3) for p in ("data", "noise")] + [("sde", o, "data") for o in (1, 2)]
     laws = (GaussianMixture(), GaussianMixture(**SECOND_LAW))
     runs = [(li, s, o, p, n) for li in range(2) for s, o, p in cfgs for n in (5, 10, 20)]
@@ -280,7 +280,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="seeds for the seed means of section 5")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    sde, grid = MRSDE(), DaclipGrid()
+    sde, grid = MRSDE(), DACLIP
     mu = torch.full((a.pixels // 100, 1, 10, 10), 0.5)
     t_end = sde.t_from_lambda(grid.lam[:1]).item()  # mrlight's time at the official end point's lambda
     print(f"W1 to the true law, {a.pixels} pixels, seed {a.seed}, torch {torch.__version__}, 1 thread; "

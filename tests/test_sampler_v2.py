@@ -14,6 +14,9 @@ from mrlight.sampling import get_times, optimize_times, optimized_times, sample
 from mrlight.sampling.optimize import calibration_laws, load_tables, sde_key
 from mrlight.sde import MRSDE
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from reference_samplers import DaclipGrid, official_mr_sample  # noqa: E402
+
 SDE = MRSDE()
 LAW = GaussianMixture()
 # Held out: neither a calibration law of the stored steps nor the benchmark law.
@@ -197,9 +200,6 @@ def test_noise_form_final_step_is_as_good_as_the_official_rules(law):
     """Issue 9's cell ODE-2, noise form, linspace, NFE 5: the noise-form ODE ends its last step at
     u = 1/510 and takes the newest eps from there (mrlight.sampling.mr); that puts it within
     2 x the exact-sample floor of the official rules, and well ahead of the first-order step."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from reference_samplers import DaclipGrid, official_mr_sample
-
     mu = torch.full((200, 1, 10, 10), 0.5)
     grid = DaclipGrid()
 
