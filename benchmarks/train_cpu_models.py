@@ -37,9 +37,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = {"denoise": "denoise", "derain": "derain-split"}
-# The network and patch chosen from benchmarks/cpu_throughput.py (docs/BENCHMARKS.md section 6).
-NETWORK = ["network.name=nafnet-tiny", "network.overrides={enc_blocks: [1, 1, 2], mid_blocks: 2, dec_blocks: [1, 1, 1]}"]
-SETTINGS = NETWORK + [
+# The networks and patch chosen from benchmarks/cpu_throughput.py (docs/BENCHMARKS.md section 6):
+# `nafnet-tiny` for the shipped data models, a scaled-down Refusion NAFNet (the published layers) for
+# the noise-prediction denoiser (docs/results/cpu_throughput_noise.md).
+NETWORKS = {
+    "nafnet-tiny": ["network.name=nafnet-tiny",
+                    "network.overrides={enc_blocks: [1, 1, 2], mid_blocks: 2, dec_blocks: [1, 1, 1]}"],
+    "refusion-small": ["network.name=refusion-nafnet",
+                       "network.overrides={width: 16, enc_blk_nums: [1, 1, 2], middle_blk_num: 2, dec_blk_nums: [1, 1, 1]}"],
+}
+SETTINGS = [
     "data.patch_size=64", "data.batch_size=8", "data.num_workers=1", "data.samples_per_epoch=100000",
     "optim.lr=1e-3", "optim.scheduler=constant", "optim.warmup_steps=100", "ema.decay=0.999",
     "logger.backend=csv", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
@@ -53,6 +60,7 @@ def main() -> int:
     ap.add_argument("--task", choices=sorted(TASKS), required=True)
     ap.add_argument("--objective", choices=["noise", "data", "velocity", "matching"], required=True)
     ap.add_argument("--out", required=True, help="run folder (outside the repository)")
+    ap.add_argument("--network", choices=sorted(NETWORKS), default="nafnet-tiny")
     ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--milestones", default=MILESTONES)
     ap.add_argument("--until", default=None, help="UTC HH:MM: start no segment expected to end after it")
@@ -67,7 +75,7 @@ def main() -> int:
     if args.cosine and len(milestones) != 1:
         ap.error("--cosine lays the decay out over trainer.max_steps: give one milestone")
     base = [sys.executable, str(REPO / "train.py"), f"task={TASKS[args.task]}", f"data.root={args.data_root}",
-            f"output_dir={out / 'run'}", f"objective.prediction={args.objective}",
+            f"output_dir={out / 'run'}", f"objective.prediction={args.objective}", *NETWORKS[args.network],
             *(s.replace("=constant", "=cosine") if args.cosine and s.startswith("optim.scheduler=") else s
               for s in SETTINGS)]
     if args.lr is not None:
