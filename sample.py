@@ -4,11 +4,14 @@
                      [tile=256 tile_overlap=32] [device=auto|cpu|cuda] [seed=0] [lpips=true|false|random]
 
 Writes one PNG per input image to `output` (never into the input or gt folder). With `gt`, prints
-a per-image PSNR / SSIM (RGB and Y) / LPIPS table with the mean, and writes output/metrics.csv.
+a per-image PSNR / SSIM (RGB and Y) / LPIPS table with the mean and the set's realism distance
+`swd` (sliced Wasserstein over Laplacian-pyramid patches, Karras et al. 2018; lower is better),
+and writes output/metrics.csv.
 The sampler defaults to the checkpoint's `sampler.*` config (MR Sampler, NFE 10), e.g.
 `sampler.time_schedule=optimized sampler.corrector=unic` or `sampler.time_schedule=steps.yaml`
 (times tuned by `python -m mrlight.tune_steps`).
-Exit codes: 0 done, 2 bad input (arguments, files, checkpoint).
+Exit codes: 0 done, 2 bad input (arguments, files, checkpoint, a network that returns NaN/Inf).
+Two inputs with one stem (a.png, a.jpg) are written as a_png.png and a_jpg.png.
 """
 
 from __future__ import annotations
@@ -24,34 +27,32 @@ DEFAULTS = {
 }
 
 
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return 2
+TYPES = {"tile": (int, type(None)), "lpips": (bool, str), "gt": (str, type(None))}
+USAGE = "python sample.py ckpt=PATH input=DIR output=DIR"
 
 
 def parse(argv: list[str], sampler_defaults: dict | None = None):
-    """Validate key=value arguments against DEFAULTS and the checkpoint's sampler block."""
+    """Validate key=value arguments against DEFAULTS and, once the checkpoint is read, its sampler block.
+
+    The checkpoint's sampler settings belong to its sampler: choosing another one on the command line
+    (`sampler.sampler=posterior`) starts from that sampler's defaults, so none of the stored sampler's
+    options (an MR order, say) leak into it. The sampler options themselves are checked by a dry run.
+    """
     from omegaconf import OmegaConf
 
-    from mrlight.config import ConfigError, MULTI_TYPED, load_config, parse_overrides, validate
+    from mrlight.cli import parse_args
+    from mrlight.config import load_config
 
-    MULTI_TYPED.setdefault("tile", (int, type(None)))
-    MULTI_TYPED.setdefault("lpips", (bool, str))
-    if sampler_defaults is not None:  # sampler keys added since the checkpoint was written take their defaults
-        sampler_defaults = {**OmegaConf.to_container(load_config().sampler), **sampler_defaults}
-    schema = OmegaConf.create({**DEFAULTS, "sampler": sampler_defaults or {}})
-    try:
-        cli = OmegaConf.from_dotlist(parse_overrides(argv))
-    except ConfigError:
-        raise
-    except Exception as err:
-        raise ConfigError(f"cannot parse the arguments: {err}") from None
-    if sampler_defaults is None:  # first pass: only the top-level keys (sampler.* checked once the ckpt is read)
-        cli_top = OmegaConf.create({k: v for k, v in cli.items() if k != "sampler"})
-        validate(OmegaConf.create(DEFAULTS), cli_top, "command line")
-    else:
-        validate(schema, cli, "command line")
-    return OmegaConf.merge(schema, cli)
+    if sampler_defaults is None:  # first pass: the top-level keys (sampler.* checked once the ckpt is read)
+        return parse_args(argv, DEFAULTS, types=TYPES, skip=("sampler",), required=("ckpt", "input", "output"),
+                          usage=USAGE)
+    blank = OmegaConf.to_container(load_config().sampler)
+    chosen = next((a.split("=", 1)[1] for a in argv if a.startswith("sampler.sampler=")), None)
+    if chosen is not None and chosen != sampler_defaults.get("sampler", "mr"):
+        sampler_defaults = {**blank, "nfe": None}
+    else:  # sampler keys added since the checkpoint was written take their defaults
+        sampler_defaults = {**blank, **sampler_defaults}
+    return parse_args(argv, {**DEFAULTS, "sampler": sampler_defaults}, types=TYPES)
 
 
 def _images(path: Path) -> list[Path]:
@@ -96,27 +97,41 @@ def _check_paths(inputs: list[Path], input_arg: Path, output: Path, gt: Path | N
 
 
 def _dry_run(restorer, sampler: dict) -> None:
+    """Run the sampler on a tiny input with a stand-in network: a bad sampler.* value fails here,
+    naming the key, before any image is read or written."""
     import torch
 
-    from mrlight.module import sampler_options
-    from mrlight.sampling import sample
+    from mrlight.config import ConfigError
+    from mrlight.sampling import OptionError, sample, sampler_options
 
     mu = torch.zeros(1, 3, 8, 8)
-    sample(lambda x, m, t: torch.zeros_like(x), mu, restorer.sde, prediction=restorer.prediction,
-           **sampler_options(sampler))
+    try:
+        sample(lambda x, m, t: torch.zeros_like(x), mu, restorer.sde, prediction=restorer.prediction,
+               **sampler_options(sampler))
+    except OptionError as err:
+        value = sampler.get(err.option)
+        raise ConfigError(f"sampler.{err.option}{f'={value!r}' if value is not None else ''}: {err}") from None
+
+
+def _output_names(inputs: list[Path]) -> dict[Path, str]:
+    """Output file stem per input: the input's stem, or stem_ext when two inputs share a stem (a.png, a.jpg)."""
+    from collections import Counter
+
+    counts = Counter(p.stem for p in inputs)
+    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in inputs}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mrlight.cli import error, help_requested
+
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0 if argv else 2
+    if (code := help_requested(argv, __doc__)) is not None:
+        return code
     import torch
     from tqdm import tqdm
 
-    from mrlight.checkpoint import CheckpointError
-    from mrlight.config import ConfigError
-    from mrlight.data import DataError, read_image
+    from mrlight.data import read_image
+    from mrlight.errors import CheckpointError, ConfigError, DataError, NonFiniteError
     from mrlight.data.io import write_image
     from mrlight.inference import Restorer
     from mrlight.metrics import RestorationMetrics
@@ -124,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse(argv)
-        for key in ("ckpt", "input", "output"):
-            if args[key] is None:
-                raise ConfigError(f"{key}=... is required (usage: python sample.py ckpt=PATH input=DIR output=DIR)")
         input_arg, output = Path(str(args.input)), Path(str(args.output))
         gt = Path(str(args.gt)) if args.gt is not None else None
         inputs = _images(input_arg)
@@ -141,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         lp = lpips_mode(args.lpips)
         _dry_run(restorer, dict(args.sampler))  # bad sampler.* values fail before any file is written
     except (ConfigError, CheckpointError, DataError, ValueError) as err:
-        return _error(str(err))
+        return error(str(err))
 
+    names = _output_names(inputs)
     sampler = {k: v for k, v in dict(args.sampler).items()}
     output.mkdir(parents=True, exist_ok=True)
     metrics = RestorationMetrics(lpips=lp) if gt is not None else None
@@ -159,23 +172,27 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             restored = restorer(lq, name=path.stem, tile=args.tile, tile_overlap=int(args.tile_overlap), **sampler)
             seconds = time.perf_counter() - start
+        except NonFiniteError as err:
+            return error(f"{path.name}: {err}; the checkpoint's weights may be broken (NaN) or the network "
+                         f"unstable on this input; nothing was written for this image")
         except (DataError, ValueError) as err:
-            return _error(str(err))
-        write_image(restored.cpu(), output / f"{path.stem}.png")
+            return error(str(err))
+        write_image(restored.cpu(), output / f"{names[path]}.png")
         if metrics is not None:
-            one = RestorationMetrics(lpips=lp)
+            one = RestorationMetrics(lpips=lp, swd=False)  # swd is a set-level distance: the mean row only
             one.update(restored[None].cpu(), target[None], lq=lq[None], seconds=seconds)
             metrics.update(restored[None].cpu(), target[None], lq=lq[None], seconds=seconds)
             rows.append({"name": path.name, **one.compute()})
     print(f"restored {len(inputs)} image(s) into {output}")
     if metrics is not None:
         rows.append({"name": "mean", **metrics.compute()})
-        columns = ["name"] + [c for c in ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "psnr_lq", "sec_per_image")
-                              if c in rows[-1]]
+        columns = ["name"] + [c for c in ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "swd", "psnr_lq",
+                                          "sec_per_image") if c in rows[-1]]
         width = max(len(r["name"]) for r in rows) + 2
         print("".join([f"{'name':<{width}}"] + [f"{c:>14}" for c in columns[1:]]))
         for r in rows:
-            print("".join([f"{r['name']:<{width}}"] + [f"{r[c]:>14.4f}" for c in columns[1:]]))
+            print("".join([f"{r['name']:<{width}}"] + [f"{r[c]:>14.4f}" if c in r else f"{'-':>14}"
+                                                        for c in columns[1:]]))
         with open(output / "metrics.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from omegaconf import OmegaConf
 
-    from mrlight.checkpoint import CheckpointError
-    from mrlight.config import ConfigError, load_config
+    from mrlight.config import load_config
+    from mrlight.errors import CheckpointError, ConfigError, NonFiniteError
     from mrlight.module import NonFiniteLossError, rank_from_env
 
     try:
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics = evaluate(cfg)
         except (ConfigError, CheckpointError, DataError) as err:
             return _error(str(err))
+        except NonFiniteError as err:
+            return _error(f"evaluation stopped: {err}; the checkpoint's weights may be broken", 1)
         if rank0:  # one metric per line, val/psnr (or the test PSNRs) last
             for key in sorted(metrics, key=lambda k: (k.endswith("/psnr"), k)):
                 print(f"{key}={metrics[key]:.6f}", flush=True)
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run(cfg)
     except (ConfigError, CheckpointError, DataError) as err:
         return _error(str(err))
+    except NonFiniteError as err:  # the validation sampler met NaN/Inf from the network
+        last = os.path.join(cfg.output_dir, "checkpoints", "last.ckpt")
+        return _error(f"validation stopped: {err}; the network diverged. Checkpoint: "
+                      f"{last if os.path.exists(last) else 'none written yet'}", 1)
     except NonFiniteLossError as err:
         last = os.path.join(cfg.output_dir, "checkpoints", "last.ckpt")
         kept = f"the last good checkpoint is kept: {last}" if os.path.exists(last) else "no checkpoint had been written yet"
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rank {rank_from_env()}: finished at step {result.global_step}", flush=True)
         return stop_code
     print(f"\nrun directory: {result.run_dir}")
-    print(f"checkpoint:    {result.last_checkpoint}")
+    print(f"checkpoint:    {result.last_checkpoint if result.last_checkpoint.exists() else 'none (fast_dev_run writes no checkpoint)'}")
     if result.wandb_dir:
         print(f"W&B run:       {result.wandb_dir}" + (" (offline: `wandb sync` it to upload)" if "offline" in result.wandb_dir else ""))
     if result.val_metrics:

@@ -151,4 +151,4 @@ def official_mr_sample(model_fn, mu, grid: DaclipGrid, n: int, *, solver="ode", 
 
 def grid_as_mrsde_like(grid: DaclipGrid) -> MRSDE:
     """An MRSDE carrying the same s_inf (the oracle uses it only for velocity targets)."""
-    return MRSDE(T=grid.T, max_sigma=grid.max_sigma)
+    return MRSDE(T=grid.T, max_sigma=grid.max_sigma * 255)

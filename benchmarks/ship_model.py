@@ -5,7 +5,8 @@
 The output is an mrlight checkpoint that `sample.py ckpt=`, `Restorer.from_checkpoint` and
 `init_from`-style fine-tuning read like any other: {'state_dict': the EMA network weights under
 'net.', 'hyper_parameters': {'config': the run config}, 'global_step': N}. The optimizer, raw
-weights and loop state are dropped, every tensor is float32 and contiguous, and the file loads
+weights and loop state are dropped, absolute paths of the training machine are removed from the
+config (`mrlight.checkpoint.portable_config`), every tensor is float32 and contiguous, and the file loads
 with `torch.load(weights_only=True)`. It refuses to write more than --max-mb (5 MB by default,
 the project's limit for files in checkpoints/).
 """
@@ -21,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mrlight.checkpoint import load_checkpoint, network_from_checkpoint  # noqa: E402
+from mrlight.checkpoint import absolute_paths, load_checkpoint, network_from_checkpoint, portable_config  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,8 +32,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-mb", type=float, default=5.0)
     a = p.parse_args(argv)
     ckpt = load_checkpoint(a.src)
-    config = ckpt["hyper_parameters"]["config"]
-    net = network_from_checkpoint(ckpt, a.src)  # the EMA weights (checkpoint's state_dict)
+    net = network_from_checkpoint(ckpt, a.src)
+    config = portable_config(ckpt["hyper_parameters"]["config"])  # no paths of the training machine
+    assert not absolute_paths(config), absolute_paths(config)  # the EMA weights (checkpoint's state_dict)
     shipped = {
         "state_dict": {f"net.{k}": v.detach().float().contiguous().clone() for k, v in net.state_dict().items()},
         "hyper_parameters": {"config": config},

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mrlight.sampling.optimize import (BUDGETS, TABLE_NFES, TABLE_ORDERS, TABLE_PATH,  # noqa: E402
-                                       entry_key, optimize_times, sde_key)
+from mrlight.sampling import optimize_times  # noqa: E402
+from mrlight.sampling.optimize import BUDGETS  # noqa: E402
+from mrlight.sampling.step_tables import TABLE_NFES, TABLE_ORDERS, TABLE_PATH, entry_key, sde_key  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
 MAX_SIGMAS = (10, 30, 50, 70)

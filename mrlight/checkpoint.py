@@ -13,11 +13,9 @@ from pathlib import Path
 
 import torch
 
+from mrlight.errors import CheckpointError
 from mrlight.models import build_network, network_config
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, unreadable, not mrlight's, or another architecture."""
+from mrlight.weights import load_into
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -82,3 +80,72 @@ def network_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torc
         raise CheckpointError(f"{path}: weights do not fit network {config['network']['name']!r}: "
                               f"{str(err).splitlines()[0]}") from None
     return net
+
+
+def init_network_from(net: torch.nn.Module, path: str | Path, network_cfg: dict, prediction: str | None = None) -> None:
+    """Fine-tuning start: copy the network weights of the mrlight checkpoint `path` into `net`.
+
+    The checkpoint's network must be the configured one (name and resolved arguments); only the
+    weights are taken (the EMA weights when EMA was on), not its optimizer, step or SDE.
+    """
+    ckpt = load_checkpoint(path)
+    saved = ckpt["hyper_parameters"]["config"]["network"]
+    # the encoder file's location (daclip-unet) is not part of the architecture
+    a = {k: v for k, v in network_config(saved["name"], **dict(saved.get("overrides") or {})).items() if k != "daclip"}
+    b = {k: v for k, v in network_config(network_cfg["name"], **dict(network_cfg.get("overrides") or {})).items()
+         if k != "daclip"}
+    if saved["name"] != network_cfg["name"] or a != b:
+        raise CheckpointError(f"init_from={path} holds network {saved['name']!r} {a}, the config builds "
+                              f"{network_cfg['name']!r} {b}; set network.name/network.overrides to match it")
+    if prediction is not None:  # a noise network fine-tuned as a data network would start from nonsense
+        output = {"matching": "noise"}
+        was = ckpt["hyper_parameters"]["config"]["objective"]["prediction"]
+        if output.get(was, was) != output.get(prediction, prediction):
+            raise CheckpointError(f"init_from={path} predicts {output.get(was, was)!r} (objective.prediction={was}), "
+                                  f"the config trains objective.prediction={prediction}; set objective.prediction="
+                                  f"{was} (or matching, for a noise network)")
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    load_into(net, state, f"init_from={path}", network_cfg["name"])
+
+
+def portable_config(config: dict, data_root: str = "./data") -> dict:
+    """A copy of a run config with no path of the machine it was trained on, for files that are shared.
+
+    Data paths under `data.root` move under `data_root` (the default root), `output_dir` becomes
+    `outputs/<task>`, and any other absolute path (`init_from`, an encoder file) keeps its file name
+    only: a shipped checkpoint must not carry /home/... of its training machine.
+    """
+    import copy
+    import os
+
+    config = copy.deepcopy(config)
+    root = str((config.get("data") or {}).get("root") or "")
+
+    def fix(value, key):
+        if not isinstance(value, str) or not os.path.isabs(value):
+            return value
+        if key == "output_dir":
+            return f"outputs/{config.get('task') or 'run'}"
+        if root and os.path.isabs(root) and (value == root or value.startswith(root.rstrip("/") + "/")):
+            return data_root + value[len(root.rstrip("/")):]
+        return Path(value).name
+
+    def walk(node, prefix=""):
+        if isinstance(node, dict):
+            return {k: walk(v, f"{prefix}{k}") for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, prefix) for v in node]
+        return fix(node, prefix)
+
+    return walk(config)
+
+
+def absolute_paths(config, prefix: str = "") -> list[str]:
+    """`key=value` for every absolute path string in a (nested) config."""
+    import os
+
+    if isinstance(config, dict):
+        return [p for k, v in config.items() for p in absolute_paths(v, f"{prefix}{k}.")]
+    if isinstance(config, list):
+        return [p for i, v in enumerate(config) for p in absolute_paths(v, f"{prefix}{i}.")]
+    return [f"{prefix[:-1]}={config}"] if isinstance(config, str) and os.path.isabs(config) else []

@@ -17,11 +17,14 @@ from typing import Iterable
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mrlight.errors import ConfigError
+
 # MRLIGHT_CONFIG_DIR points train.py / sample.py at another config tree (same layout).
 CONFIG_DIR = Path(os.environ.get("MRLIGHT_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
 
 # Keys whose value may take more than the default's type.
 MULTI_TYPED = {
+    "sde.max_sigma": (int, float),
     "val.lpips": (bool, str),         # true | false | "random" (random backbone, tests only)
     "ckpt_path": (str, type(None)),
     "init_from": (str, type(None)),
@@ -32,10 +35,6 @@ MULTI_TYPED = {
     "checkpoint.every_n_steps": (int, type(None)),
     "checkpoint.every_minutes": (int, float, type(None)),
 }
-
-
-class ConfigError(ValueError):
-    """A bad configuration: the message names the key, the value and what is valid."""
 
 
 def parse_overrides(argv: Iterable[str]) -> list[str]:
@@ -68,9 +67,10 @@ def _type_name(t) -> str:
             list: "list", dict: "mapping"}.get(t, t.__name__)
 
 
-def _check_type(key: str, default, value, origin: str) -> None:
-    if key in MULTI_TYPED:
-        allowed = MULTI_TYPED[key]
+def _check_type(key: str, default, value, origin: str, types: dict | None = None) -> None:
+    types = MULTI_TYPED if types is None else {**MULTI_TYPED, **types}
+    if key in types:
+        allowed = types[key]
     elif default is None:
         return
     elif isinstance(default, bool):
@@ -142,8 +142,10 @@ def _raw(cfg: DictConfig, key):
     return node if isinstance(node, (DictConfig, ListConfig)) else node._value()
 
 
-def validate(schema: DictConfig, override: DictConfig, origin: str, prefix: str = "") -> None:
-    """Every key of `override` must exist in `schema` with a compatible type."""
+def validate(schema: DictConfig, override: DictConfig, origin: str, prefix: str = "",
+             types: dict | None = None) -> None:
+    """Every key of `override` must exist in `schema` with a compatible type (`types`: extra
+    multi-typed keys, full dotted name -> allowed types, on top of MULTI_TYPED)."""
     for key in override.keys():
         full = f"{prefix}{key}"
         value = _raw(override, key)
@@ -166,11 +168,11 @@ def validate(schema: DictConfig, override: DictConfig, origin: str, prefix: str 
                     continue
                 raise ConfigError(f"{full}={value!r} ({origin}): expected a mapping with keys "
                                   f"{', '.join(default.keys())}")
-            validate(default, value, origin, prefix=f"{full}.")
+            validate(default, value, origin, prefix=f"{full}.", types=types)
         elif isinstance(value, str) and value.startswith("${"):
             continue  # interpolation, checked after resolution
         else:
-            _check_type(full, default, value, origin)
+            _check_type(full, default, value, origin, types)
 
 
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -310,6 +312,38 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} must be > 0 (or null to turn it off)")
     if not 0 < cfg.ema.decay < 1:
         raise ConfigError(f"ema.decay={cfg.ema.decay!r} must be in (0, 1)")
+    check_sampler(cfg)
+
+
+def build_sde(sde_cfg):
+    """The `MRSDE` of an `sde` config block, or a ConfigError naming the key."""
+    from mrlight.sde import MRSDE
+
+    try:
+        return MRSDE(T=sde_cfg["T"], max_sigma=sde_cfg["max_sigma"], schedule=sde_cfg["schedule"], eps=sde_cfg["eps"])
+    except (TypeError, ValueError) as err:
+        key = next((k for k in ("T", "max_sigma", "schedule", "eps") if k in str(err)), None)
+        raise ConfigError(f"sde{'.' + key if key else ''}: {err}") from None
+
+
+def check_sampler(cfg: DictConfig) -> None:
+    """Dry-run the configured sampler on a tiny input, so a bad `sampler.*` value stops the run before
+    any work starts (not at the first validation), with the key named."""
+    import torch
+
+    from mrlight.sampling import OptionError, sample, sampler_options
+
+    sde = build_sde(cfg.sde)
+    block = OmegaConf.to_container(cfg.sampler, resolve=True)
+    prediction = {"matching": "noise"}.get(cfg.objective.prediction, cfg.objective.prediction)
+    sampler = block.get("sampler") or "mr"
+    try:
+        sample(lambda x, m, t: torch.zeros_like(x), torch.zeros(1, 3, 8, 8), sde, prediction=prediction,
+               **sampler_options(block))
+    except OptionError as err:
+        value = block.get(err.option)
+        shown = f"={value!r}" if value is not None else ""
+        raise ConfigError(f"sampler.{err.option}{shown} (sampler {sampler!r}): {err}") from None
 
 
 def to_dict(cfg: DictConfig) -> dict:

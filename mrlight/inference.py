@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from mrlight.checkpoint import load_checkpoint, network_from_checkpoint
-from mrlight.module import sampler_options
+from mrlight.sampling import sampler_options
 from mrlight.sampling import sample
 from mrlight.sde import MRSDE
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from mrlight import parameterization as P
 from mrlight.metrics import RestorationMetrics
 from mrlight.models import build_network
-from mrlight.sampling import sample
+from mrlight.sampling import sample, sampler_options
 from mrlight.sde import MRSDE
 
 OBJECTIVES = ("noise", "data", "velocity", "matching")
@@ -58,18 +58,6 @@ def lpips_mode(value) -> str:
     if value == "random":
         return "random"
     raise ValueError(f"val.lpips must be true, false or 'random', got {value!r}")
-
-
-def sampler_options(cfg_sampler: dict) -> dict:
-    """`sampler.*` config as keyword arguments of `mrlight.sampling.sample` (nulls mean the sampler's default)."""
-    opts = {k: v for k, v in dict(cfg_sampler).items() if v is not None}
-    if opts.get("sampler", "mr") != "mr":
-        opts.pop("order", None)  # MR-only options would be rejected by the baselines
-        opts.pop("thresholding", None)
-        opts.pop("denoise_last", None)
-        if opts.get("corrector") == "none":
-            opts.pop("corrector")
-    return opts
 
 
 class MRDiffusionModule(pl.LightningModule):

@@ -52,7 +52,8 @@ class MRSDE:
 
     Args:
         T: number of grid steps (IR-SDE: 100).
-        max_sigma: stationary std s_inf; values >= 1 are 8-bit units and divided by 255.
+        max_sigma: stationary std s_inf in 8-bit units (IR-SDE's `max_sigma`, e.g. 10, 12.5, 50), any
+            positive float; stored divided by 255 (`.max_sigma` is in [0, 1] image units).
         schedule: theta schedule, one of ``SCHEDULES``.
         eps: alpha_T, which fixes dt.
     """
@@ -65,7 +66,7 @@ class MRSDE:
         if not 0 < eps < 1:
             raise ValueError(f"eps (alpha_T) must be in (0, 1), got {eps!r}")
         self.T = int(T)
-        self.max_sigma = float(max_sigma) / 255 if max_sigma >= 1 else float(max_sigma)
+        self.max_sigma = float(max_sigma) / 255
         self.schedule = schedule
         self.eps = float(eps)
         self.thetas = theta_schedule(schedule, self.T)

@@ -311,7 +311,7 @@ def _fit(cfg: DictConfig, guard: RunGuard, datamodule, stage_test: bool | None) 
     datamodule = datamodule if datamodule is not None else _datamodule(cfg)
     module = MRDiffusionModule(config)
     if cfg.get("init_from") and ckpt_path is None:  # resuming restores its own weights
-        from mrlight.interop import init_network_from
+        from mrlight.checkpoint import init_network_from
 
         init_network_from(module.net, cfg.init_from, config["network"], config["objective"]["prediction"])
     callbacks: list[Callback] = [guard]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mrlight import metrics as M
-from mrlight.module import MRDiffusionModule, sampler_options, train_seed, warmup_cosine
+from mrlight.module import MRDiffusionModule, train_seed, warmup_cosine
+from mrlight.sampling import sampler_options
 
 
 def _module(load_tiny, prediction, **kw):
@@ -86,11 +87,14 @@ def test_warmup_cosine():
     assert warmup_cosine(0, 100, 0.0, cosine=False)(50) == 1.0
 
 
-def test_sampler_options_drop_mr_only_keys_for_baselines():
-    cfg = dict(sampler="posterior", nfe=100, solver="ode", order=2, parameterization="data",
-               time_schedule=None, lambda_min=None, thresholding=False, denoise_last=False)
-    opts = sampler_options(cfg)
-    assert "order" not in opts and "time_schedule" not in opts and opts["nfe"] == 100
+def test_sampler_options_keep_set_values_and_an_unused_one_is_refused_by_name():
+    cfg = dict(sampler="posterior", nfe=100, solver=None, order=None, parameterization=None,
+               time_schedule=None, lambda_min=None, thresholding=None, denoise_last=None)
+    assert sampler_options(cfg) == {"sampler": "posterior", "nfe": 100}
+    from mrlight.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"sampler\.order=2 \(sampler 'posterior'\).*not used by sampler 'posterior'"):
+        load_config(["sampler.sampler=posterior", "sampler.order=2"])
 
 
 def test_per_image_psnr_and_y_channel():

@@ -64,3 +64,44 @@ def test_sample_refuses_bad_input(ckpt, env, tmp_path, tiny_root, case):
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert _digest(val / "LQ") == before
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_a_network_that_returns_nan_ends_in_one_clear_line(ckpt, env, tmp_path, tiny_root):
+    import torch
+
+    broken = torch.load(ckpt, map_location="cpu", weights_only=True)
+    broken["state_dict"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in broken["state_dict"].items()}
+    path = tmp_path / "nan.ckpt"
+    torch.save(broken, path)
+    proc = run_script("sample.py", [f"ckpt={path}", f"input={tiny_root / 'tiny' / 'val' / 'LQ'}",
+                                    f"output={tmp_path / 'o'}", "sampler.nfe=3", "progress=false"], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "the network returned non-finite values" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "o").glob("*.png"))
+
+
+def test_inputs_sharing_a_stem_get_distinct_outputs(ckpt, env, tmp_path, tiny_root):
+    import shutil
+
+    from PIL import Image
+
+    src = tiny_root / "tiny" / "val" / "LQ" / "img00.png"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(src, folder / "a.png")
+    Image.open(src).convert("RGB").save(folder / "a.jpg", quality=95)
+    proc = run_script("sample.py", [f"ckpt={ckpt}", f"input={folder}", f"output={tmp_path / 'o'}", "sampler.nfe=2",
+                                    "progress=false"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a_jpg.png", "a_png.png"]
+
+
+def test_choosing_another_sampler_drops_the_checkpoints_sampler_options(ckpt, env, tmp_path, tiny_root):
+    """The checkpoint stores MR options (order, solver...); sampler.sampler=posterior must not inherit
+    them (they would be refused), and a posterior-only run takes the posterior's own default NFE."""
+    args = [f"ckpt={ckpt}", f"input={tiny_root / 'tiny' / 'val' / 'LQ' / 'img00.png'}", f"output={tmp_path / 'o'}",
+            "sampler.sampler=posterior", "sampler.nfe=3"]
+    ok = run_script("sample.py", args, env, tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = run_script("sample.py", [*args, "sampler.denoise_last=true"], env, tmp_path)
+    assert bad.returncode == 2 and "sampler.denoise_last" in bad.stderr and "Traceback" not in bad.stderr

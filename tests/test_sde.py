@@ -25,9 +25,11 @@ def test_regression_values_irsde_cosine(sde):
     assert sde.max_sigma == pytest.approx(50 / 255)
 
 
-def test_max_sigma_units():
-    assert MRSDE(max_sigma=0.2).max_sigma == 0.2
+def test_max_sigma_is_always_in_8_bit_units():
     assert MRSDE(max_sigma=10).max_sigma == pytest.approx(10 / 255)
+    assert MRSDE(max_sigma=12.5).max_sigma == pytest.approx(12.5 / 255)
+    assert MRSDE(max_sigma=0.99).max_sigma == pytest.approx(0.99 / 255)  # one unit: no switch at 1
+    assert MRSDE(max_sigma=1).max_sigma == pytest.approx(1 / 255)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])

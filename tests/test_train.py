@@ -40,9 +40,31 @@ def test_wandb_offline_run_holds_metrics_and_images(load_tiny, env, tmp_path):
 
 
 def test_bf16_mixed_and_channels_last(load_tiny, env):
+    """trainer.precision=bf16-mixed runs the network's training forward under CPU autocast to bfloat16, and
+    channels_last=true gives its convolutions channels-last weights and its first one a channels-last input
+    (read by a forward hook on every convolution that runs with gradients on: the network in the training step)."""
+    seen = []
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Conv2d) and torch.is_grad_enabled():
+            x = args[0]
+            seen.append(dict(autocast=torch.is_autocast_enabled("cpu"), dtype=torch.get_autocast_dtype("cpu"),
+                             out=output.dtype, weight=module.weight.is_contiguous(memory_format=torch.channels_last),
+                             input=x.is_contiguous(memory_format=torch.channels_last) and x.stride(1) == 1))
+
     cfg = load_tiny("trainer.fast_dev_run=true", "trainer.precision=bf16-mixed", "channels_last=true")
-    result = run(cfg)
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = run(cfg)
+    finally:
+        handle.remove()
     assert result.global_step == 1 and math.isfinite(result.val_metrics["val/psnr"])
+    assert seen, "no convolution ran with gradients on"
+    assert all(c["autocast"] and c["dtype"] == torch.bfloat16 for c in seen), seen[0]
+    assert all(c["out"] == torch.bfloat16 for c in seen), seen[0]  # the activations are bf16, not float32
+    # channels_last: every weight, and the input of the network's first convolution (x_t and mu as converted
+    # by the module; later layouts follow the ops in between)
+    assert all(c["weight"] for c in seen) and seen[0]["input"], seen[0]
 
 
 @pytest.mark.slow
@@ -122,6 +144,10 @@ BAD_INPUT = [
     (["trainer.accelerator=gpu"], "no usable CUDA GPU"),
     (["ckpt_path=/nonexistent/last.ckpt"], "checkpoint not found"),
     (["task=derian"], "did you mean 'derain'"),
+    # sampler values are checked when the config is loaded (a dry run), not at the first validation
+    (["sampler.order=5"], "sampler.order=5"),
+    (["sampler.sampler=heun"], "(sampler 'heun'): sampler 'heun' uses 2 NFE per step"),
+    (["sampler.sampler=posterior", "sampler.denoise_last=true"], "sampler.denoise_last=True (sampler 'posterior')"),
 ]
 
 
@@ -130,6 +156,15 @@ def test_train_script_bad_input_exits_2_with_clear_message(env, tmp_path, args, 
     proc = run_script("train.py", ["task=tiny", f"output_dir={tmp_path / 'run'}", *args], env, tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "training from step" not in proc.stdout and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_fractional_max_sigma_trains(load_tiny, env):
+    """sde.max_sigma is any float in 8-bit units (12.5 was refused as 'expected integer')."""
+    result = run(load_tiny("trainer.max_steps=1", "sde.max_sigma=12.5"))
+    from mrlight.checkpoint import load_checkpoint
+
+    assert load_checkpoint(result.last_checkpoint)["hyper_parameters"]["config"]["sde"]["max_sigma"] == 12.5
 
 
 def test_train_script_corrupt_checkpoint(env, tmp_path):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from mrlight.errors import DataError
 
-class DataError(ValueError):
-    """A data set or data configuration problem; the message names the file, folder or key."""
+__all__ = ["DataError", "name_list"]
 
 
 def name_list(names, limit: int = 12) -> str:

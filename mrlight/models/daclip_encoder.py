@@ -99,7 +99,7 @@ class DaCLIPEncoder(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> "DaCLIPEncoder":
         """Load a DA-CLIP encoder file (`{'state_dict': ...}` with `module.` keys, or a plain state dict)."""
-        from mrlight.interop import WeightsError, load_into, read_state_dict
+        from mrlight.weights import WeightsError, load_into, read_state_dict
 
         state = read_state_dict(path)
         try:

@@ -1,15 +1,21 @@
-"""Sampling from MR diffusion models: one entry point, `sample`, over a registry of samplers.
+"""Sampling from MR diffusion models: one entry point, `sample`, over samplers with their own options.
 
-    x0 = sample(model_fn, mu, sde)                       # MR Sampler, defaults below
-    x0 = sample(model_fn, mu, sde, sampler="posterior", nfe=100)   # IR-SDE / DA-CLIP reference
+    x0 = sample(model_fn, mu, sde)                                   # MR Sampler, defaults below
+    x0 = sample(model_fn, mu, sde, sampler="posterior", nfe=100)     # IR-SDE / DA-CLIP reference
 
 `model_fn(x_t, mu, t)` returns the network output; `t` is a float32 tensor of shape [B] in grid
 units. Every sampler makes exactly `nfe` network calls (heun: nfe must be odd, 2 per step and 1
 for the last) and keeps its state in float32 whatever the input dtype.
 
-Defaults (see docs/SAMPLERS.md for the measurements behind them): the MR Sampler's ODE solver,
-second order, data parameterization, `karras-t` times with t_min = 3, order lowered on the final
-steps, NFE 10. The baselines default to IR-SDE's settings: nfe = T on the `linspace` grid.
+One contract per sampler, as in k-diffusion: each sampler is its own function with its own options
+(`SAMPLER_OPTIONS` lists them with their defaults). An option the chosen sampler does not use is an
+error naming it, so `sample(..., sampler="posterior", denoise_last=True)` fails instead of quietly
+ignoring `denoise_last`; every name means one thing (`euler` is always Euler-Maruyama of the
+reverse SDE unless `solver="ode"` is asked for).
+
+MR defaults (see docs/SAMPLERS.md for the measurements behind them): ODE solver, second order, data
+parameterization, `karras-t` times with t_min = 3, order lowered on the final steps, NFE 10. The
+baselines default to IR-SDE's settings: nfe = T on the `linspace` grid.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from typing import Callable
 import torch
 
 from mrlight import parameterization as P
+from mrlight.errors import NonFiniteError
 from mrlight.sampling.baselines import sample_euler, sample_heun, sample_posterior
-from mrlight.sampling.common import Denoiser, NonFiniteError, dynamic_threshold
+from mrlight.sampling.common import Denoiser, dynamic_threshold
 from mrlight.sampling.mr import CORRECTORS, MAX_ORDER, UNIC_VARIANTS, sample_mr
-from mrlight.sampling.optimize import optimize_times, optimized_times
-from mrlight.sampling.schedules import (DEFAULT_T_MIN, TIME_SCHEDULE_NAMES, TIME_SCHEDULES, check_times, get_times,
-                                        resolve_times)
+from mrlight.sampling.optimize import optimize_times as _optimize_times
+from mrlight.sampling.schedules import (DEFAULT_T_MIN, T_MIN_SCHEDULES, TIME_SCHEDULE_NAMES, TIME_SCHEDULES,
+                                        check_times, get_times)
+from mrlight.sampling.step_tables import optimized_times
+from mrlight.sampling.times import is_times_file, resolve_times
 from mrlight.sde import MRSDE
 
 SAMPLERS: dict[str, Callable] = {
@@ -39,14 +48,33 @@ PARAMETERIZATIONS = ("noise", "data")
 # The MR Sampler's defaults, chosen from benchmarks/sampler_quality.py (docs/SAMPLERS.md).
 MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=DEFAULT_T_MIN)
 
-__all__ = ["sample", "SAMPLERS", "SOLVERS", "PARAMETERIZATIONS", "TIME_SCHEDULES", "TIME_SCHEDULE_NAMES",
-           "CORRECTORS", "MR_DEFAULTS", "NonFiniteError", "get_times", "check_times", "optimize_times",
-           "optimized_times", "dynamic_threshold"]
+_SCHEDULE = dict(time_schedule=None, lambda_min=None, t_min=None)
+# Every option each sampler takes, with its default (None: decided from the other options).
+SAMPLER_OPTIONS: dict[str, dict] = {
+    "mr": dict(solver="ode", order=None, parameterization="data", **_SCHEDULE, lower_order_final=True,
+               denoise_last=False, final_order=None, corrector="none", unic_variant=None, thresholding=False,
+               threshold_ratio=0.995, threshold_max=1.5),
+    "posterior": dict(_SCHEDULE),
+    "euler": dict(solver="sde", **_SCHEDULE),
+    "heun": dict(_SCHEDULE),
+}
+
+__all__ = ["sample", "sampler_options", "SAMPLERS", "SAMPLER_OPTIONS", "SOLVERS", "PARAMETERIZATIONS",
+           "TIME_SCHEDULES", "TIME_SCHEDULE_NAMES", "CORRECTORS", "MR_DEFAULTS", "NonFiniteError", "OptionError",
+           "get_times", "check_times", "optimize_times", "optimized_times", "dynamic_threshold"]
+
+
+class OptionError(ValueError):
+    """A sampler option that is invalid or not used by the chosen sampler; `.option` names it."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(message)
 
 
 def _choice(name: str, value, valid) -> None:
     if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
+        raise OptionError(name, f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
 def _check_images(name: str, x) -> None:
@@ -60,14 +88,68 @@ def _check_images(name: str, x) -> None:
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
+def sampler_options(cfg_sampler: dict) -> dict:
+    """A `sampler.*` config block as keyword arguments of `sample` (null means the sampler's default)."""
+    return {k: v for k, v in dict(cfg_sampler).items() if v is not None}
+
+
+def _options(sampler: str, given: dict) -> dict:
+    """The chosen sampler's options: its defaults updated by `given`; an option it does not use is refused."""
+    _choice("sampler", sampler, SAMPLERS)
+    valid = SAMPLER_OPTIONS[sampler]
+    for key in given:
+        if key not in valid:
+            users = [name for name, opts in SAMPLER_OPTIONS.items() if key in opts]
+            if not users:
+                raise OptionError(key, f"unknown sampler option {key!r}; sampler {sampler!r} takes: "
+                                       f"{', '.join(valid) or '(no options)'}")
+            raise OptionError(key, f"option {key!r} is not used by sampler {sampler!r} (it applies to "
+                                   f"{', '.join(repr(u) for u in users)}); {sampler!r} takes: {', '.join(valid)}")
+    return {**valid, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _check_schedule(o: dict, sampler: str) -> None:
+    ts = o["time_schedule"]
+    if isinstance(ts, str) and not is_times_file(ts):
+        _choice("time_schedule", ts, TIME_SCHEDULE_NAMES if sampler == "mr" else TIME_SCHEDULES)
+    named = isinstance(ts, str) and not is_times_file(ts) and ts != "optimized"
+    if o["t_min"] is not None and not (named and ts in T_MIN_SCHEDULES):
+        raise OptionError("t_min", f"t_min is the last positive time of the {' and '.join(T_MIN_SCHEDULES)} "
+                                   f"schedules; it is not used with time_schedule={ts!r}")
+    if o["lambda_min"] is not None and not named:
+        raise OptionError("lambda_min", "lambda_min applies to the named time schedules, not to optimized or "
+                                        "explicit times")
+
+
+def _check_mr(o: dict) -> None:
+    _choice("solver", o["solver"], SOLVERS)
+    _choice("parameterization", o["parameterization"], PARAMETERIZATIONS)
+    _choice("corrector", o["corrector"], CORRECTORS)
+    if o["order"] is None:
+        o["order"] = min(MR_DEFAULTS["order"], MAX_ORDER[o["solver"]])
+    valid_orders = range(1, MAX_ORDER[o["solver"]] + 1)
+    if isinstance(o["order"], bool) or o["order"] not in valid_orders:
+        raise OptionError("order", f"order {o['order']!r} is not supported by the MR {o['solver'].upper()} solver; "
+                                   f"valid: {', '.join(map(str, valid_orders))}")
+    if o["final_order"] is not None and (isinstance(o["final_order"], bool) or o["final_order"] not in valid_orders):
+        raise OptionError("final_order", f"final_order {o['final_order']!r} is not supported by the MR "
+                                         f"{o['solver'].upper()} solver; valid: {', '.join(map(str, valid_orders))}")
+    if o["unic_variant"] is None:  # measured best per form (docs/SAMPLERS.md): B2 for data, B1 for noise
+        o["unic_variant"] = "bh2" if o["parameterization"] == "data" else "bh1"
+    elif o["corrector"] == "none":
+        raise OptionError("unic_variant", "unic_variant applies with corrector='unic' only")
+    _choice("unic_variant", o["unic_variant"], UNIC_VARIANTS)
+    if o["thresholding"] and o["parameterization"] != "data":
+        raise OptionError("thresholding", "thresholding applies to the MR Sampler's data parameterization only")
+    if not o["thresholding"] and (o["threshold_ratio"], o["threshold_max"]) != (0.995, 1.5):
+        raise OptionError("threshold_ratio", "threshold_ratio / threshold_max apply with thresholding=True only")
+    if o["time_schedule"] is None:
+        o["time_schedule"] = MR_DEFAULTS["time_schedule"]
+
+
 def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "mr", nfe: int | None = None,
-           solver: str | None = None, order: int | None = None, parameterization: str | None = None,
-           prediction: str = "noise", time_schedule: str | None = None, lambda_min: float | None = None,
-           t_min: float | None = None, lower_order_final: bool = True, denoise_last: bool = False, final_order: int | None = None,
-           corrector: str = "none", unic_variant: str | None = None,
-           thresholding: bool = False, threshold_ratio: float = 0.995, threshold_max: float = 1.5,
-           x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
-           callback: Callable | None = None) -> torch.Tensor:
+           prediction: str = "noise", x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           callback: Callable | None = None, **options) -> torch.Tensor:
     """Restore `mu` (the degraded images, [B, C, H, W] in [0, 1]) by solving the reverse MR SDE/ODE.
 
     Args:
@@ -76,72 +158,51 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         sde: the `MRSDE` the network was trained with.
         sampler: one of `SAMPLERS` ("mr", "posterior", "euler", "heun").
         nfe: number of network evaluations (default 10 for "mr", T for the baselines).
-        solver: "ode" or "sde" (mr, euler; posterior is stochastic by definition, heun is ODE-only).
-        order: MR Sampler order, 1-3 for the ODE, 1-2 for the SDE.
-        parameterization: MR Sampler form, "data" (x0) or "noise".
         prediction: what the network predicts: "noise", "data" or "velocity".
-        time_schedule: one of `TIME_SCHEDULES` (default "karras-t" for mr, "linspace" otherwise);
-            "optimized" (mr: stored tuned steps, `mrlight.sampling.optimize`); a YAML file of times;
-            or an explicit strictly decreasing list of nfe + 1 times from at most T down to 0.
-        lambda_min: start where lambda(t) = lambda_min if lambda(T) is smaller (numerical stability).
-        t_min: last positive time of the `uniform-lambda` and `karras-t` schedules (default 3).
-        lower_order_final: below 10 steps, cap the MR order by the number of steps left (DPM-Solver's rule).
-        final_order: order of the step into t = 0 (default: `order`; min(order, 2) for the ODE in
-            the noise form without corrector). Above 1 it is a multistep polynomial for eps in
-            u = sigma_bar / alpha (t = 0 is u = 0), or for the noise-form ODE without corrector a
-            lambda-space step to u = 1/510 and the newest eps from there; 1 is the first-order
-            step, whose limit is x0_hat.
-        corrector: "none" or "unic" (mr): UniC corrector (Zhao et al., 2023), no extra NFE.
-        unic_variant: UniC's B(h) for its one-point case: "bh1", "bh2" or "exact" (default: bh2 for
-            the data form, bh1 for the noise form, where bh2 and exact diverge at NFE 5).
-        denoise_last: return x0_hat of the last evaluation instead of the last solver step.
-        thresholding: dynamic thresholding of x0_hat (data parameterization).
         x_T: the starting state; None draws N(mu, max_sigma^2) from `generator`.
         generator: torch.Generator for the prior and the SDE noise (reproducible output).
         callback: called after each step with {'i', 't', 'x', 'x0_hat'}.
+        **options: the chosen sampler's options (`SAMPLER_OPTIONS[sampler]`); any other is an error.
+            Every sampler: `time_schedule` (one of `TIME_SCHEDULES`, default "karras-t" for mr and
+            "linspace" otherwise; for mr also "optimized" (stored tuned steps, `step_tables`), a YAML
+            file of times, or an explicit strictly decreasing list of nfe + 1 times from at most T
+            to 0), `lambda_min` (named schedules: start where lambda(t) = lambda_min if lambda(T) is
+            smaller), `t_min` (last positive time of `uniform-lambda` and `karras-t`, default 3).
+            mr: `solver` "ode" | "sde"; `order` 1-3 (ODE) or 1-2 (SDE); `parameterization` "data"
+            (x0) | "noise"; `lower_order_final` (below 10 steps, cap the order by the steps left,
+            DPM-Solver's rule); `final_order` (order of the step into t = 0; default `order`, min(order,
+            2) for the noise-form ODE without corrector; above 1 a multistep polynomial for eps in
+            u = sigma_bar / alpha, or for the noise-form ODE without corrector a lambda-space step to
+            u = 1/510 and the newest eps from there); `corrector` "none" | "unic" (UniC, Zhao et al.
+            2023, no extra NFE) with `unic_variant` "bh1" | "bh2" | "exact" (default bh2 for the data
+            form, bh1 for the noise form); `denoise_last` (return x0_hat of the last evaluation);
+            `thresholding` (dynamic thresholding of x0_hat, data form) with `threshold_ratio`,
+            `threshold_max`.
+            euler: `solver` "sde" (Euler-Maruyama of the reverse SDE, IR-SDE's `reverse_sde`) or
+            "ode" (Euler of the probability-flow ODE). posterior and heun: the schedule options only.
 
     Returns:
-        float32 tensor shaped like mu. Raises ValueError for invalid options (naming the valid
-        ones) and `NonFiniteError` naming the step if NaN/Inf appear during sampling.
+        float32 tensor shaped like mu. Raises `OptionError` (a ValueError whose `.option` names the
+        option) for invalid or unused options, and `NonFiniteError` naming the step if NaN/Inf appear
+        during sampling.
     """
-    _choice("sampler", sampler, SAMPLERS)
-    is_mr = sampler == "mr"
-    if solver is None:
-        solver = MR_DEFAULTS["solver"] if is_mr else ("ode" if sampler == "heun" else "sde")
-    _choice("solver", solver, SOLVERS)
-    if parameterization is None:
-        parameterization = MR_DEFAULTS["parameterization"]
-    _choice("parameterization", parameterization, PARAMETERIZATIONS)
+    o = _options(sampler, options)
     P.check_prediction(prediction)
-    if time_schedule is None:
-        time_schedule = MR_DEFAULTS["time_schedule"] if is_mr else "linspace"
-    if isinstance(time_schedule, str) and not time_schedule.lower().endswith((".yaml", ".yml")):
-        _choice("time_schedule", time_schedule, TIME_SCHEDULE_NAMES if is_mr else TIME_SCHEDULES)
-    _choice("corrector", corrector, CORRECTORS)
-    if unic_variant is None:  # measured best per form (docs/SAMPLERS.md): B2 for data, B1 for noise
-        unic_variant = "bh2" if parameterization == "data" else "bh1"
-    _choice("unic_variant", unic_variant, UNIC_VARIANTS)
-    if corrector != "none" and not is_mr:
-        raise ValueError(f"corrector applies to sampler='mr' only, not {sampler!r}")
+    is_mr = sampler == "mr"
+    if is_mr:
+        _check_mr(o)
+    else:
+        o["time_schedule"] = o["time_schedule"] or "linspace"
+        if "solver" in o:
+            _choice("solver", o["solver"], SOLVERS)
+    _check_schedule(o, sampler)
     if nfe is None:
         nfe = MR_DEFAULTS["nfe"] if is_mr else sde.T
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
-    if is_mr:
-        if order is None:
-            order = min(MR_DEFAULTS["order"], MAX_ORDER[solver])
-        if isinstance(order, bool) or order not in range(1, MAX_ORDER[solver] + 1):
-            raise ValueError(f"order {order!r} is not supported by the MR {solver.upper()} solver; "
-                             f"valid: {', '.join(map(str, range(1, MAX_ORDER[solver] + 1)))}")
-    elif order is not None:
-        raise ValueError(f"order applies to sampler='mr' only, not {sampler!r}")
-    if thresholding and not (is_mr and parameterization == "data"):
-        raise ValueError("thresholding applies to the MR Sampler's data parameterization only")
-    if sampler == "heun":
-        if solver != "ode":
-            raise ValueError("sampler 'heun' supports solver='ode' only")
-        if nfe % 2 == 0:
-            raise ValueError(f"sampler 'heun' uses 2 NFE per step and 1 for the last step: nfe must be odd, got {nfe}")
+        raise OptionError("nfe", f"nfe must be an integer >= 1, got {nfe!r}")
+    if sampler == "heun" and nfe % 2 == 0:
+        raise OptionError("nfe", f"sampler 'heun' uses 2 NFE per step and 1 for the last step: nfe must be odd, "
+                                 f"got {nfe}")
     if not isinstance(sde, MRSDE):
         raise TypeError(f"sde must be an mrlight.sde.MRSDE, got {type(sde).__name__}")
 
@@ -155,20 +216,26 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
             raise ValueError(f"x_T and mu must have the same shape, got {tuple(x_T.shape)} and {tuple(mu.shape)}")
         x = x_T.to(device=mu.device, dtype=torch.float32)
 
-    if t_min is None:
-        t_min = DEFAULT_T_MIN
     steps = (nfe + 1) // 2 if sampler == "heun" else nfe
-    times = resolve_times(time_schedule, sde, steps, lambda_min=lambda_min, t_min=t_min,
-                          order=order or 1, corrector=corrector)
-    denoiser = Denoiser(model_fn, mu, sde, prediction, thresholding, threshold_ratio, threshold_max)
-    opts = dict(generator=generator, callback=callback)
-    if is_mr:
-        opts.update(solver=solver, order=order, parameterization=parameterization,
-                    lower_order_final=lower_order_final, denoise_last=denoise_last,
-                    final_order=final_order, corrector=corrector,
-                    unic_variant=unic_variant)
-    elif sampler in ("euler", "heun"):
-        opts.update(solver=solver)
-    out = SAMPLERS[sampler](denoiser, x, mu, times, **opts)
+    t_min = DEFAULT_T_MIN if o["t_min"] is None else o["t_min"]
+    try:
+        times = resolve_times(o["time_schedule"], sde, steps, lambda_min=o["lambda_min"], t_min=t_min,
+                              order=o.get("order") or 1, corrector=o.get("corrector", "none"),
+                              settings={k: o[k] for k in ("order", "corrector", "solver", "parameterization")
+                                        if k in o})
+    except OptionError:
+        raise
+    except ValueError as err:
+        raise OptionError("time_schedule", str(err)) from None
+    denoiser = Denoiser(model_fn, mu, sde, prediction, o.get("thresholding", False),
+                        o.get("threshold_ratio", 0.995), o.get("threshold_max", 1.5))
+    kwargs = {k: v for k, v in o.items() if k not in ("time_schedule", "lambda_min", "t_min", "thresholding",
+                                                      "threshold_ratio", "threshold_max")}
+    out = SAMPLERS[sampler](denoiser, x, mu, times, generator=generator, callback=callback, **kwargs)
     assert denoiser.nfe == nfe, (denoiser.nfe, nfe)
     return out
+
+
+def optimize_times(sde: MRSDE, nfe: int, **kwargs):
+    """`mrlight.sampling.optimize.optimize_times` with this module's `sample` as the sampler it tunes."""
+    return _optimize_times(sde, nfe, sample_fn=sample, **kwargs)

@@ -11,11 +11,8 @@ from typing import Callable
 import torch
 
 from mrlight import parameterization as P
+from mrlight.errors import NonFiniteError
 from mrlight.sde import MRSDE
-
-
-class NonFiniteError(FloatingPointError):
-    """Sampling produced NaN or Inf; the message names the step and time."""
 
 
 class Denoiser:

@@ -11,28 +11,23 @@ transfer between laws) and the last is 0.
 - With `model_fn` and images `mu` the reference is the network's own PF-ODE solved with
   `reference_nfe` steps of the third-order MR ODE solver, and the steps are tuned for that network.
 
-`optimized_times` serves `time_schedule="optimized"`: stored tables (optimized_steps.json, computed
-by benchmarks/tune_tables.py) for IR-SDE's standard SDEs, otherwise computed once and cached.
+The search calls the sampler it tunes through `sample_fn` (normally `mrlight.sampling.sample`, which
+`mrlight.sampling.optimize_times` passes), so this module imports nothing above it. Stored tables
+for `time_schedule="optimized"` live in `mrlight.sampling.step_tables`; nothing is tuned inside
+`sample()`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
-from pathlib import Path
 from typing import Callable
 
 import torch
 
+from mrlight.errors import NonFiniteError
+from mrlight.sampling.schedules import get_times
 from mrlight.sde import MRSDE
 
-log = logging.getLogger(__name__)
-
-TABLE_PATH = Path(__file__).with_name("optimized_steps.json")
-TABLE_NFES = (5, 10, 20)
-TABLE_ORDERS = (1, 2, 3)
 # (calibration pixels, Nelder-Mead evaluations) of the stored tables and of on-first-use tuning:
 # minutes, not hours, on one CPU core.
 BUDGETS = {5: (4000, 600), 10: (2000, 400), 20: (2000, 250)}
@@ -72,14 +67,6 @@ class _LawsOracle:
                                                sde.sigma_bar(tt)) for o, c in zip(self.oracles, self.chunks)])
 
 
-def sde_key(sde: MRSDE) -> str:
-    return f"T={sde.T},schedule={sde.schedule},eps={sde.eps:g},max_sigma={sde.max_sigma * 255:.6g}"
-
-
-def entry_key(nfe: int, order: int, corrector: str) -> str:
-    return f"nfe={nfe},order={order},corrector={corrector}"
-
-
 def times_from_params(sde: MRSDE, params, lam_start: float) -> torch.Tensor:
     """T, then the times whose lambdas grow from lambda(T) by exp(params[i]) each, then 0."""
     lam = lam_start + torch.cumsum(torch.as_tensor(params, dtype=torch.float64).exp(), 0)
@@ -95,9 +82,7 @@ def params_from_times(sde: MRSDE, times: torch.Tensor) -> torch.Tensor:
 class _Problem:
     """The few-step sampler and its reference, on a fixed batch: distance(times) -> float."""
 
-    def __init__(self, sde, nfe, sampler_kwargs, model_fn, mu, pixels, seed, reference_nfe, prediction):
-        from mrlight.sampling import sample
-
+    def __init__(self, sample, sde, nfe, sampler_kwargs, model_fn, mu, pixels, seed, reference_nfe, prediction):
         self.sde, self.nfe, self.kwargs, self.sample = sde, nfe, sampler_kwargs, sample
         g = torch.Generator().manual_seed(seed)
         if model_fn is None:
@@ -117,8 +102,6 @@ class _Problem:
         self.evaluations = 0
 
     def distance(self, times) -> float:
-        from mrlight.sampling.common import NonFiniteError
-
         self.evaluations += 1
         t = torch.as_tensor(times, dtype=torch.float64)
         if not bool((t[:-1] > t[1:]).all()) or t[-2] <= 1e-3:
@@ -134,7 +117,7 @@ class _Problem:
         return self.distance(times_from_params(self.sde, params, self.lam_start))
 
 
-def optimize_times(sde: MRSDE, nfe: int, *, order: int = 2, corrector: str = "none", solver: str = "ode",
+def optimize_times(sde: MRSDE, nfe: int, *, sample_fn: Callable, order: int = 2, corrector: str = "none", solver: str = "ode",
                    parameterization: str = "data", model_fn: Callable | None = None, mu: torch.Tensor | None = None,
                    prediction: str = "noise", pixels: int = 4000, seed: int = 0, max_evals: int | None = None,
                    reference_nfe: int = 100, init: str = "karras-t", unic_variant: str | None = None,
@@ -143,19 +126,18 @@ def optimize_times(sde: MRSDE, nfe: int, *, order: int = 2, corrector: str = "no
 
     Without `model_fn`, calibrates on an analytic laws (`calibration_laws`, `pixels` pixels in all); with a
     network `model_fn(x_t, mu, t)` (output `prediction`) and validation images `mu`, tunes the steps
-    for that network. `progress(evaluations, best)` is called after each evaluation. Returns
+    for that network. `sample_fn` is the sampling function with `mrlight.sampling.sample`'s
+    signature. `progress(evaluations, best)` is called after each evaluation. Returns
     (times, {"before": distance of the `init` schedule, "after": distance of the result}).
     """
     from scipy.optimize import minimize
-
-    from mrlight.sampling.schedules import get_times
 
     if (model_fn is None) != (mu is None):
         raise ValueError("optimize_times needs both model_fn and mu (validation images), or neither")
     kwargs = dict(solver=solver, order=order, parameterization=parameterization, corrector=corrector)
     if corrector != "none" and unic_variant is not None:
         kwargs["unic_variant"] = unic_variant
-    problem = _Problem(sde, nfe, kwargs, model_fn, mu, pixels, seed, reference_nfe, prediction)
+    problem = _Problem(sample_fn, sde, nfe, kwargs, model_fn, mu, pixels, seed, reference_nfe, prediction)
     start = get_times(init, sde, nfe)
     before = problem.distance(start)
     if nfe == 1:
@@ -176,48 +158,3 @@ def optimize_times(sde: MRSDE, nfe: int, *, order: int = 2, corrector: str = "no
     minimize(objective, x0, method="Nelder-Mead",
              options=dict(maxfev=budget, xatol=1e-3, fatol=1e-7, adaptive=nfe > 5))
     return best[1].tolist(), {"before": before, "after": best[0]}
-
-
-def load_tables(path: Path = TABLE_PATH) -> dict:
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())
-
-
-def _cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "mrlight" / "optimized_steps.json"
-
-
-_MEMORY: dict = {}
-
-
-def optimized_times(sde: MRSDE, nfe: int, order: int, corrector: str = "none") -> torch.Tensor:
-    """`time_schedule="optimized"`: the stored table's times, else computed once and cached.
-
-    Tables are tuned for the data-form ODE of each order; the noise form and the stochastic
-    solvers use the table of their order (docs/SAMPLERS.md measures how well they transfer).
-    """
-    skey, ekey = sde_key(sde), entry_key(nfe, order, corrector)
-    for source in (_MEMORY, load_tables()):
-        times = source.get(skey, {}).get("times", {}).get(ekey)
-        if times is not None:
-            return torch.tensor(times, dtype=torch.float64)
-    cache = _cache_path()
-    try:
-        disk = json.loads(cache.read_text()) if cache.exists() else {}
-    except (OSError, ValueError):
-        disk = {}
-    times = disk.get(skey, {}).get(ekey)
-    if times is None:
-        log.warning("computing optimized time steps for %s, %s (one-off; cached in %s)", sde, ekey, cache)
-        pixels, evals = budget(nfe)
-        times, _ = optimize_times(sde, nfe, order=order, corrector=corrector, pixels=pixels, max_evals=evals)
-        disk.setdefault(skey, {})[ekey] = times
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(disk, indent=1))
-        except OSError as err:
-            log.warning("could not cache optimized steps in %s: %s", cache, err)
-    _MEMORY.setdefault(skey, {"times": {}})["times"][ekey] = times
-    return torch.tensor(times, dtype=torch.float64)

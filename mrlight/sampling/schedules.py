@@ -6,13 +6,13 @@ k-diffusion's `get_sigmas_*`).
 
 The last step always lands on t = 0, where lambda = +inf: every MR solver's exact step into
 t = 0 returns x0_hat, so no schedule leaves residual noise. `karras-t` places its last
-positive point at `t_min`; `uniform-lambda` ends its uniform lambda grid there (see its docstring).
+positive point at `t_min`, and so does `uniform-lambda-tmin`, mrlight's variant of uniform-lambda;
+`uniform-lambda` is the official MR Sampler's grid, exactly as its code builds it (see the docstrings).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import math
 
 import torch
 
@@ -24,11 +24,52 @@ def linspace(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tensor:
     return torch.linspace(t_start, 0.0, n + 1, dtype=torch.float64)
 
 
-def uniform_lambda(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tensor:
-    """n equal steps in the half log-SNR lambda from lambda(t_start) to lambda(t_min); the last lands on 0.
+def official_half_log_snr(sde: MRSDE) -> torch.Tensor:
+    """lambda at t = 0..T on the grid the official MR Sampler steps on (DA-CLIP's IRSDE), float64.
 
-    Lu et al. (DPM-Solver, 2022) step uniformly in lambda; the MR Sampler calls it 'linear-lambda'
-    and ends its uniform grid at its own finite lambda(0). Here lambda(0) = inf, so the grid ends at
+    That grid is IR-SDE's without its `- theta_0`: thetabar_t = sum_{i<=t} theta_i and
+    dt = -ln(eps) / thetabar_T, alpha = exp(-thetabar dt), sigma_bar = s_inf sqrt(1 - alpha^2),
+    lambda = ln alpha - ln sigma_bar; so lambda(0) is finite (6.11 for the cosine schedule,
+    max_sigma 50, eps 0.005), where mrlight's is +inf.
+    """
+    cum = torch.cumsum(sde.thetas.to(torch.float64), 0)
+    dt = -math.log(sde.eps) / cum[-1].item()
+    alpha = torch.exp(-cum * dt)
+    return torch.log(alpha) - torch.log(sde.max_sigma * torch.sqrt(-torch.expm1(-2 * cum * dt)))
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation of (xp, fp) at x, xp increasing, x within its range (float64)."""
+    idx = torch.searchsorted(xp, x).clamp(1, len(xp) - 1)
+    x0, x1, y0, y1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
+    return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
+
+
+def uniform_lambda(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tensor:
+    """The official MR Sampler's grid (its 'linear-lambda'): n equal steps in its lambda, to t = 0.
+
+    Built exactly as the official code builds it: lambda is tabulated at t = 0..T on the official
+    grid (`official_half_log_snr`, finite at t = 0), n + 1 equally spaced values are taken from
+    lambda(t_start) (lambda(T) unless lambda_min clips the start) to lambda(0), and each is mapped
+    back to t by piecewise-linear interpolation of that table. The times are the official ones, so
+    a network is called at the same t; on mrlight's schedule, where lambda(0) = inf, the last step
+    is the solver's step into t = 0 rather than the official step to a finite lambda.
+    `t_min` does not apply; `uniform_lambda_tmin` is the variant that ends at t_min.
+    """
+    lam = official_half_log_snr(sde)
+    t_grid = torch.arange(sde.T + 1, dtype=torch.float64)
+    lam_start = _interp(torch.tensor([float(t_start)], dtype=torch.float64), t_grid, lam).item()
+    targets = torch.linspace(lam_start, lam[0].item(), n + 1, dtype=torch.float64)
+    t = _interp(targets, lam.flip(0), t_grid.flip(0))  # lambda decreases in t
+    t[0], t[-1] = t_start, 0.0  # exact end points despite round-off
+    return t
+
+
+def uniform_lambda_tmin(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tensor:
+    """n equal steps in mrlight's lambda from lambda(t_start) to lambda(t_min); the last lands on 0.
+
+    mrlight's variant of uniform-lambda (named `uniform-lambda` until issue 18). Lu et al.
+    (DPM-Solver, 2022) step uniformly in lambda; here lambda(0) = inf, so the grid ends at
     lambda(t_min) and that last point is replaced by t = 0: every step but the last has the same
     h, and the last takes the solver's exact limit to t = 0 (docs/SAMPLERS.md: n - 1 equal steps
     plus a jump from t_min was worse at NFE 5-10).
@@ -57,7 +98,7 @@ def quadratic_t(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tenso
     return t_start * (1 - i) ** 2
 
 
-# Last positive time of uniform-lambda / karras-t, chosen in docs/SAMPLERS.md.
+# Last positive time of karras-t / uniform-lambda-tmin, chosen in docs/SAMPLERS.md.
 DEFAULT_T_MIN = 3.0
 
 TIME_SCHEDULES = {
@@ -65,6 +106,7 @@ TIME_SCHEDULES = {
     "uniform-lambda": uniform_lambda,
     "karras-t": karras_t,
     "quadratic-t": quadratic_t,
+    "uniform-lambda-tmin": uniform_lambda_tmin,
 }
 
 
@@ -104,48 +146,6 @@ def check_times(times, sde: MRSDE, n: int, source: str = "time_schedule") -> tor
     return t
 
 
-def load_times_file(path: str | Path) -> list[float]:
-    """The `times:` list of a YAML file written by `python -m mrlight.tune_steps` (or by hand)."""
-    from omegaconf import OmegaConf
-
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"time_schedule file not found: {p}")
-    try:
-        data = OmegaConf.to_container(OmegaConf.load(p))
-    except Exception as err:  # noqa: BLE001 -- any parse error becomes one clear message
-        raise ValueError(f"time_schedule file {p} is not valid YAML: {err}") from None
-    if isinstance(data, dict) and "times" in data:
-        data = data["times"]
-    if not isinstance(data, list):
-        raise ValueError(f"time_schedule file {p} must hold a list of times or a 'times:' key with one")
-    return data
-
-
-def is_times_file(value) -> bool:
-    return isinstance(value, (str, Path)) and str(value).lower().endswith((".yaml", ".yml"))
-
-
-def resolve_times(time_schedule, sde: MRSDE, n: int, *, lambda_min: float | None = None,
-                  t_min: float = DEFAULT_T_MIN, order: int = 2, corrector: str = "none") -> torch.Tensor:
-    """Times for a schedule name, "optimized", a YAML file of times, or an explicit list."""
-    named = isinstance(time_schedule, str) and not is_times_file(time_schedule)
-    if named and time_schedule != "optimized":
-        return get_times(time_schedule, sde, n, lambda_min=lambda_min, t_min=t_min)
-    if lambda_min is not None:
-        raise ValueError("lambda_min applies to the named time schedules, not to optimized or explicit times")
-    if named:
-        from mrlight.sampling.optimize import optimized_times
-
-        return optimized_times(sde, n, order, corrector)
-    if is_times_file(time_schedule):
-        return check_times(load_times_file(time_schedule), sde, n, f"time_schedule file {time_schedule}")
-    if torch.is_tensor(time_schedule):
-        time_schedule = time_schedule.tolist()
-    if isinstance(time_schedule, Sequence):  # list, tuple, OmegaConf ListConfig
-        return check_times(time_schedule, sde, n)
-    raise ValueError(f"unknown time_schedule {time_schedule!r}; valid: {', '.join(TIME_SCHEDULE_NAMES)}, "
-                     "a .yaml file of times or a list of times")
-
-
 TIME_SCHEDULE_NAMES = tuple(TIME_SCHEDULES) + ("optimized",)
+# Schedules whose last positive time is `t_min` (the option is refused with any other schedule).
+T_MIN_SCHEDULES = ("karras-t", "uniform-lambda-tmin")
