@@ -11,7 +11,8 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from mrlight.config import parse_overrides, validate
+from mrlight.config import parse_overrides
+from mrlight.schema import validate
 from mrlight.errors import ConfigError
 
 

@@ -2,15 +2,19 @@
 
     python -m mrlight.convert SRC OUT.ckpt network=<preset> sde.max_sigma=<s> [network.KEY=VALUE ...]
                               [sde.T=100 sde.eps=0.005 sde.schedule=cosine] [objective.prediction=noise]
-                              [sampler.KEY=VALUE ...] [daclip=ENCODER.pt] [overwrite=true]
+                              [sampler.KEY=VALUE ...] [daclip=ENCODER.pt] [strict=false] [overwrite=true]
 
 SRC is the official weights file (the plain state dict that IR-SDE's `save_network` writes; a
 `module.` prefix and a `state_dict` / `params` wrapper are accepted). The network must load it
 strictly: otherwise the missing / unexpected keys and shape mismatches are listed and nothing is
-written. The checkpoint records the SDE settings and that the network predicts noise, so that
-`python sample.py ckpt=OUT.ckpt ...` and `python train.py ... init_from=OUT.ckpt` work. For
-`network=daclip-unet`, `daclip=ENCODER.pt` names the DA-CLIP encoder file (e.g. daclip_ViT-B-32.pt);
-its absolute path is recorded (the encoder weights are not copied into OUT.ckpt).
+written. `strict=false` drops the file's keys that the network does not have, as the official
+loaders do (`load_state_dict(..., strict=False)`), and prints them; missing keys and shape
+mismatches stay errors. The checkpoint records the SDE settings and that the network predicts
+noise, so that `python sample.py ckpt=OUT.ckpt ...` and `python train.py ... init_from=OUT.ckpt`
+work. For `network=daclip-unet`, `daclip=ENCODER.pt` names the DA-CLIP encoder file (e.g.
+daclip_ViT-B-32.pt): the checkpoint records the encoder's identity (CLIP model and sha256 of its
+weights), not its path, and the encoder weights are not copied into OUT.ckpt; pass the file again
+with `sample.py ... daclip=PATH` (it may have moved).
 Released settings and their max_sigma are listed in docs/INTEROP.md.
 Exit codes: 0 written, 2 bad input (arguments, file, architecture).
 """
@@ -24,12 +28,7 @@ from pathlib import Path
 # sde.max_sigma of the released models (their test ymls); printed when max_sigma is not given.
 RELEASED_MAX_SIGMA = ("IR-SDE deraining / deblurring: 10; IR-SDE deshadowing / inpainting / super-resolution: 30; "
                       "IR-SDE denoising: 75 (unconditional, not supported); Refusion and DA-CLIP: 50")
-OWN_KEYS = ("network", "overwrite", "daclip")
-
-
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return 2
+OWN_KEYS = ("network", "overwrite", "strict")
 
 
 def split_arguments(argv: list[str]) -> tuple[list[str], dict, list[str]]:
@@ -53,8 +52,6 @@ def split_arguments(argv: list[str]) -> tuple[list[str], dict, list[str]]:
                           "(usage: python -m mrlight.convert SRC OUT.ckpt network=irsde-unet sde.max_sigma=10)")
     if "network" in own:
         config_args.insert(0, f"network.name={own['network']}")
-    if "daclip" in own:  # the DA-CLIP encoder file: a daclip-unet argument, recorded in the run config
-        config_args.append(f"network.overrides.daclip={Path(own['daclip']).resolve()}")
     return paths, own, config_args
 
 
@@ -75,13 +72,16 @@ def build_config(config_args: list[str]) -> dict:
     return config
 
 
-def convert(src: str | Path, out: str | Path, config: dict, overwrite: bool = False) -> Path:
-    """Load `src` strictly into the configured network and write the mrlight checkpoint `out` (atomically)."""
+def convert(src: str | Path, out: str | Path, config: dict, overwrite: bool = False, strict: bool = True) -> Path:
+    """Load `src` into the configured network and write the mrlight checkpoint `out` (atomically).
+
+    strict=False drops the file's keys that the network does not have (printed); `config["daclip"]` is the
+    DA-CLIP encoder file of daclip-unet, recorded by identity (`network.overrides.daclip`), not by path."""
     import torch
 
     from mrlight.config import ConfigError
     from mrlight.interop import load_into, make_checkpoint, read_state_dict
-    from mrlight.models import build_network
+    from mrlight.models import build_configured
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -90,34 +90,44 @@ def convert(src: str | Path, out: str | Path, config: dict, overwrite: bool = Fa
         raise ConfigError(f"OUT must end in .ckpt (sample.py ckpt=... reads it), got {out}")
     state = read_state_dict(src)
     net_cfg = config["network"]
-    net = build_network(net_cfg["name"], **dict(net_cfg.get("overrides") or {}))
-    load_into(net, state, str(src), net_cfg["name"])
+    net, recorded = build_configured(net_cfg, config.get("daclip"))
+    dropped = load_into(net, state, str(src), net_cfg["name"], strict=strict)
+    if dropped:
+        print(f"strict=false: dropped {len(dropped)} key(s) of {src} that network {net_cfg['name']!r} does not have: "
+              + ", ".join(dropped), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
-    torch.save(make_checkpoint(net, config, src), tmp)
+    record = {**config, "network": recorded, **({"daclip": None} if "daclip" in config else {})}
+    torch.save(make_checkpoint(net, record, src), tmp)
     os.replace(tmp, out)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mrlight.cli import error, help_requested
+
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0 if argv else 2
-    from mrlight.checkpoint import CheckpointError
-    from mrlight.config import ConfigError
+    if (code := help_requested(argv, __doc__)) is not None:
+        return code
+    from mrlight.errors import CheckpointError, ConfigError
 
     try:
         (src, out), own, config_args = split_arguments(argv)
-        overwrite = own.get("overwrite", "false").lower()
-        if overwrite not in ("true", "false"):
-            raise ConfigError(f"overwrite={own['overwrite']!r}: expected true or false")
+        flags = {}
+        for key, default in (("overwrite", "false"), ("strict", "true")):
+            flags[key] = own.get(key, default).lower()
+            if flags[key] not in ("true", "false"):
+                raise ConfigError(f"{key}={own[key]!r}: expected true or false")
         config = build_config(config_args)
-        written = convert(src, out, config, overwrite=overwrite == "true")
+        written = convert(src, out, config, overwrite=flags["overwrite"] == "true", strict=flags["strict"] == "true")
     except (ConfigError, CheckpointError) as err:
-        return _error(str(err))
+        return error(str(err))
     net, sde = config["network"], config["sde"]
     overrides = "".join(f" {k}={v}" for k, v in (net.get("overrides") or {}).items())
+    if config.get("daclip"):
+        from mrlight.models.daclip_encoder import describe, file_identity
+
+        overrides += f" daclip={describe(file_identity(config['daclip']))}"
     print(f"wrote {written}: network {net['name']}{overrides}, sde T={sde['T']} max_sigma={sde['max_sigma']} "
           f"schedule={sde['schedule']} eps={sde['eps']}, prediction {config['objective']['prediction']}")
     print(f"restore images with: python sample.py ckpt={written} input=DIR output=DIR")

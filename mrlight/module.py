@@ -1,45 +1,32 @@
-"""`MRDiffusionModule`: training, MR-Sampler validation and testing of a conditional MR diffusion network.
+"""`MRDiffusionModule`: the LightningModule of a conditional MR diffusion network.
 
-Objectives (`objective.prediction`):
-- noise / data / velocity: regress the network output on `parameterization.target(...)` at a
-  time t ~ U(0, T] (continuous, because the MR Sampler evaluates the network between grid
-  points; `objective.t_sampling=discrete` draws IR-SDE's integer t in 1..T instead);
-- matching (IR-SDE, Luo et al. ICML 2023): the network predicts noise; the loss compares one
-  reverse-SDE Euler step from x_t, x_t - (theta_t (mu - x_t) - g2_t score) dt with
-  score = -eps_hat / sigma_bar_t, with the true posterior mean of x_{t-1} given (x_t, x0);
-  integer t in 1..T.
+One job per room: the module holds the network and SDE, computes the loss of a batch
+(`mrlight.objectives`), builds its optimizer (`mrlight.optim`), restores images with the MR Sampler
+(Li et al., ICLR 2025) for validation and test and accumulates their metrics. Reporting (panels,
+the test table and plots, trajectories) is done by the callbacks of `mrlight.callbacks`, from what
+`validation_step` / `test_step` return.
 
 Time and noise draws come from a generator re-seeded at every batch from (seed + global_rank,
 batch index), so DDP ranks train on different t and a resumed run draws what an uninterrupted
-one would have. Validation restores a fixed subset of images with the
-MR Sampler (Li et al., ICLR 2025) on the EMA weights (the EMA callback swaps them in), seeding the
-prior per image so numbers are comparable across validations and ranks.
+one would have. Validation restores a fixed subset of images on the EMA weights (the EMA callback
+swaps them in), seeding the prior per image so numbers are comparable across validations and ranks.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 import time
 import zlib
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 
-from mrlight import parameterization as P
 from mrlight.metrics import RestorationMetrics
-from mrlight.models import build_network
+from mrlight.models import build_configured
+from mrlight.objectives import draw_times, loss_function, objective_loss, output_of, train_seed  # noqa: F401
+from mrlight.optim import build_optimizer, build_scheduler, warmup_cosine  # noqa: F401  (warmup_cosine: API)
 from mrlight.sampling import sample, sampler_options
 from mrlight.sde import MRSDE
-
-OBJECTIVES = ("noise", "data", "velocity", "matching")
-LOSSES = ("l1", "l2")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-LR_SCHEDULERS = ("cosine", "constant")
-
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf; raised on every rank at the same step."""
@@ -69,29 +56,26 @@ class MRDiffusionModule(pl.LightningModule):
 
     def __init__(self, config: dict):
         super().__init__()
-        self.save_hyperparameters({"config": config})
+        # The DA-CLIP encoder file (`daclip=`, daclip-unet) is a run-time setting: the saved config records
+        # the encoder's identity (network.overrides.daclip = {model, sha256}), never the file's path.
+        self.net, recorded = build_configured(config["network"], config.get("daclip"))
+        self.save_hyperparameters({"config": {**config, "network": recorded,
+                                              **({"daclip": None} if "daclip" in config else {})}})
         self.cfg = config
-        net_cfg = config["network"]
-        self.net = build_network(net_cfg["name"], **dict(net_cfg.get("overrides") or {}))
         sde_cfg = config["sde"]
         self.sde = MRSDE(T=sde_cfg["T"], max_sigma=sde_cfg["max_sigma"], schedule=sde_cfg["schedule"],
                          eps=sde_cfg["eps"])
         obj = config["objective"]
-        if obj["prediction"] not in OBJECTIVES:
-            raise ValueError(f"unknown objective.prediction {obj['prediction']!r}; valid: {', '.join(OBJECTIVES)}")
-        if obj["loss"] not in LOSSES:
-            raise ValueError(f"unknown objective.loss {obj['loss']!r}; valid: {', '.join(LOSSES)}")
         self.objective = obj["prediction"]
-        self.prediction = "noise" if self.objective == "matching" else self.objective
+        self.prediction = output_of(self.objective)
         self.discrete_t = self.objective == "matching" or obj.get("t_sampling", "continuous") == "discrete"
-        self.loss_fn = F.l1_loss if obj["loss"] == "l1" else F.mse_loss
+        self.loss_fn = loss_function(obj["loss"])
         self.channels_last = bool(config.get("channels_last", False))
         lp = lpips_mode(config["val"].get("lpips", True))
         self.val_metrics = RestorationMetrics(lpips=lp)
         self.test_metrics = torch.nn.ModuleDict({name: RestorationMetrics(lpips=lp)
                                                  for name, _ in self.test_samplers()})
         self._generator: torch.Generator | None = None
-        self._panels: list[tuple[str, torch.Tensor]] = []
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -122,33 +106,18 @@ class MRDiffusionModule(pl.LightningModule):
 
     # -- training --------------------------------------------------------------------------------
     def draw_times(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        T = self.sde.T
-        if self.discrete_t:
-            return torch.randint(1, T + 1, (batch_size,), generator=generator, device=self.device).float()
-        return (1 - torch.rand(batch_size, generator=generator, device=self.device)) * T  # (0, T]
+        return draw_times(self.sde, batch_size, generator, self.device, self.discrete_t)
 
     def model_step(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The loss of one batch under the configured objective."""
+        """The loss of one batch under the configured objective (`mrlight.objectives`)."""
         x0, mu = batch["gt"].float(), batch["lq"].float()
         generator = generator if generator is not None else self._train_generator()
         t = self.draw_times(x0.shape[0], generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device)
         x_t = self.sde.q_sample(x0, mu, t, noise=noise)
         out = self(x_t, mu, t).float()
-        shape = (-1, 1, 1, 1)
-        if self.objective == "matching":
-            sigma_bar = self.sde.sigma_bar(t.double()).float().reshape(shape)
-            theta = self.sde.theta(t.double()).float().reshape(shape)
-            g2 = self.sde.g2(t.double()).float().reshape(shape)
-            score = P.score_from_noise(out, sigma_bar)
-            x_prev_hat = x_t - (theta * (mu - x_t) - g2 * score) * self.sde.dt
-            c_x0, c_xt, _ = self.sde.posterior_coefficients(t.double(), t.double() - 1)
-            c_x0, c_xt = c_x0.float().reshape(shape), c_xt.float().reshape(shape)
-            x_prev = mu + c_x0 * (x0 - mu) + c_xt * (x_t - mu)
-            return self.loss_fn(x_prev_hat, x_prev)
-        alpha = self.sde.alpha(t.double()).float().reshape(shape)
-        target = P.target(self.prediction, x0, noise, mu, alpha, self.sde.max_sigma)
-        return self.loss_fn(out, target)
+        return objective_loss(out, objective=self.objective, loss_fn=self.loss_fn, sde=self.sde, x0=x0, mu=mu,
+                              x_t=x_t, t=t, noise=noise)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.model_step(batch)
@@ -162,22 +131,9 @@ class MRDiffusionModule(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg["optim"]
-        if o["name"] not in OPTIMIZERS:
-            raise ValueError(f"unknown optim.name {o['name']!r}; valid: {', '.join(OPTIMIZERS)}")
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        if o["name"] == "adamw":
-            opt = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
-        elif o["name"] == "adam":
-            opt = torch.optim.Adam(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
-        else:
-            opt = torch.optim.SGD(params, lr=o["lr"], momentum=0.9, weight_decay=o["weight_decay"])
-        if o["scheduler"] not in LR_SCHEDULERS:
-            raise ValueError(f"unknown optim.scheduler {o['scheduler']!r}; valid: {', '.join(LR_SCHEDULERS)}")
+        opt = build_optimizer([p for p in self.net.parameters() if p.requires_grad], o)
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
-        lr_lambda = warmup_cosine(int(o["warmup_steps"]), int(total), float(o["min_lr_ratio"]),
-                                  cosine=o["scheduler"] == "cosine")
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": build_scheduler(opt, o, int(total)), "interval": "step"}}
 
     # -- restoration -----------------------------------------------------------------------------
     def restore(self, lq: torch.Tensor, names, sampler_cfg: dict | None = None, **overrides) -> torch.Tensor:
@@ -198,16 +154,11 @@ class MRDiffusionModule(pl.LightningModule):
         return out.clamp(0, 1), time.perf_counter() - start
 
     # -- validation ------------------------------------------------------------------------------
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
         lq, gt = batch["lq"], batch["gt"]
         restored, seconds = self._timed_restore(lq, batch["name"])
         self.val_metrics.update(restored, gt, lq=lq, seconds=seconds)
-        n_log = int(self.cfg["val"].get("log_images", 0))
-        if self.global_rank == 0 and not self.trainer.sanity_checking:
-            for i in range(lq.shape[0]):
-                if len(self._panels) < n_log:
-                    panel = torch.cat([lq[i].float().clamp(0, 1), restored[i], gt[i].float().clamp(0, 1)], dim=-1)
-                    self._panels.append((str(batch["name"][i]), panel.cpu()))
+        return {"restored": restored}  # for mrlight.callbacks.ValidationPanels
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()  # reduced over ranks by torchmetrics
@@ -215,24 +166,6 @@ class MRDiffusionModule(pl.LightningModule):
         if not self.trainer.sanity_checking:
             # Identical on every rank already; logged everywhere so ModelCheckpoint can monitor it.
             self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
-            self._log_panels()
-        self._panels = []
-
-    def _log_panels(self) -> None:
-        if not self._panels:
-            return
-        from torchvision.utils import save_image
-
-        step = self.global_step
-        run_dir = Path(self.cfg.get("output_dir") or ".")
-        image_dir = run_dir / "images" / "val"
-        image_dir.mkdir(parents=True, exist_ok=True)
-        for name, panel in self._panels:
-            save_image(panel, image_dir / f"step{step:07d}_{Path(name).stem}.png")
-        for logger in self.loggers:
-            if isinstance(logger, pl.loggers.WandbLogger):
-                logger.log_image(key="val/panel", images=[p for _, p in self._panels],
-                                 caption=[f"{n}: LQ | restored | GT" for n, _ in self._panels], step=step)
 
     # -- test ------------------------------------------------------------------------------------
     def test_samplers(self) -> list[tuple[str, dict]]:
@@ -247,18 +180,14 @@ class MRDiffusionModule(pl.LightningModule):
             out.append((f"{name}_nfe{nfe}", {"sampler": name, "nfe": nfe}))
         return out
 
-    def on_test_epoch_start(self) -> None:
-        self._trajectory_image = None
-
     def test_step(self, batch: dict, batch_idx: int) -> None:
         lq, gt = batch["lq"], batch["gt"]
-        if self.global_rank == 0 and getattr(self, "_trajectory_image", None) is None:
-            self._trajectory_image = (lq[:1].detach(), gt[:1].detach())
         for name, scfg in self.test_samplers():
             restored, seconds = self._timed_restore(lq, batch["name"], sampler_cfg=scfg)
             self.test_metrics[name].update(restored, gt, lq=lq, seconds=seconds)
 
     def on_test_epoch_end(self) -> None:
+        """Log every sampler's metrics; `test_results` holds the rows for mrlight.callbacks.TestReport."""
         rows = []
         for name, scfg in self.test_samplers():
             values = self.test_metrics[name].compute()
@@ -266,68 +195,6 @@ class MRDiffusionModule(pl.LightningModule):
             self.log_dict({f"test/{name}/{k}": v for k, v in values.items()}, sync_dist=False)
             rows.append({"sampler": scfg["sampler"], "nfe": int(scfg["nfe"]), **values})
         self.test_results = rows
-        if self.global_rank == 0:
-            self._write_test_table(rows)
-            if self.cfg.get("test", {}).get("trajectories", True) and getattr(self, "_trajectory_image", None):
-                self._log_trajectories()
-
-    def _log_trajectories(self) -> None:
-        """The MR Sampler paper's figure 3 for the first test image: PNG in the run directory and W&B."""
-        from mrlight.trajectories import figure_to_array, trajectory_figure
-
-        lq, gt = self._trajectory_image
-        generator = torch.Generator(device=lq.device).manual_seed(int(self.cfg["seed"]))
-        fig = trajectory_figure(self, lq.float(), self.sde, gt=gt.float(), prediction=self.prediction,
-                                generator=generator)
-        out = Path(self.cfg.get("output_dir") or ".") / "images" / "test"
-        out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out / "trajectories.png", dpi=90)
-        for logger in self.loggers:
-            if isinstance(logger, pl.loggers.WandbLogger):
-                logger.log_image(key="test/trajectories", images=[figure_to_array(fig)])
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-
-    def _write_test_table(self, rows: list[dict]) -> None:
-        columns = ["sampler", "nfe"] + sorted({k for r in rows for k in r} - {"sampler", "nfe"})
-        run_dir = Path(self.cfg.get("output_dir") or ".")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "test_results.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        for logger in self.loggers:
-            if isinstance(logger, pl.loggers.WandbLogger):
-                import wandb
-
-                data = [[r.get(c) for c in columns] for r in rows]
-                logger.log_table(key="test/sweep", columns=columns, data=data)
-                series = sorted({r["sampler"] for r in rows})
-                xs = [[r["nfe"] for r in rows if r["sampler"] == s] for s in series]
-                ys = [[r["psnr"] for r in rows if r["sampler"] == s] for s in series]
-                plot = wandb.plot.line_series(xs=xs, ys=ys, keys=series, title="test PSNR vs NFE", xname="NFE")
-                logger.experiment.log({"test/psnr_vs_nfe": plot})
-
-
-def train_seed(seed: int, rank: int, batch: int = 0) -> int:
-    """Seed of one training batch's time/noise draws: seed + rank, so DDP ranks draw different t
-    (DESIGN 7), plus a large multiple of the batch index, so batches never share a stream."""
-    return seed + rank + 1_000_003 * batch
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float, cosine: bool = True):
-    """LR multiplier: linear warmup over `warmup_steps`, then cosine decay to `min_ratio` at `total_steps`."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if not cosine:
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def rank_from_env() -> int:

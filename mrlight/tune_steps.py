@@ -44,30 +44,27 @@ def _load_images(path: Path, count: int, crop: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mrlight.cli import error, help_requested, parse_args
+
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0 if argv else 2
+    if (code := help_requested(argv, __doc__)) is not None:
+        return code
     import torch
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    from mrlight.checkpoint import CheckpointError
-    from mrlight.config import ConfigError, parse_overrides, validate
     from mrlight.data import DataError
+    from mrlight.errors import CheckpointError, ConfigError, NonFiniteError
     from mrlight.inference import Restorer
     from mrlight.sampling import optimize_times
 
     try:
-        cli = OmegaConf.from_dotlist(parse_overrides(argv))
-        validate(OmegaConf.create(DEFAULTS), cli, "command line")
-        args = OmegaConf.merge(OmegaConf.create(DEFAULTS), cli)
-        for key in ("ckpt", "input", "output"):
-            if args[key] is None:
-                raise ConfigError(f"{key}=... is required (usage: python -m mrlight.tune_steps ckpt=PATH "
-                                  "input=DIR nfe=5 output=steps.yaml)")
+        args = parse_args(argv, DEFAULTS, required=("ckpt", "input", "output"),
+                          usage="python -m mrlight.tune_steps ckpt=PATH input=DIR nfe=5 output=steps.yaml")
         if not str(args.output).lower().endswith((".yaml", ".yml")):
             raise ConfigError(f"output={args.output} must be a .yaml file")
+        if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device={args.device} but this machine has no usable CUDA GPU; use device=cpu")
         restorer = Restorer.from_checkpoint(str(args.ckpt), device=str(args.device), seed=int(args.seed))
         mu = _load_images(Path(str(args.input)), int(args.images), int(args.crop)).to(restorer.device)
         bar = tqdm(total=int(args.max_evals), desc=f"tuning {args.nfe} steps", unit="eval")
@@ -83,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                                      max_evals=int(args.max_evals), reference_nfe=int(args.reference_nfe),
                                      seed=int(args.seed), progress=progress)
         bar.close()
-    except (ConfigError, CheckpointError, DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
+    except (ConfigError, CheckpointError, DataError, NonFiniteError, ValueError) as err:
+        return error(str(err))
     out = {"times": [round(t, 6) for t in times], "nfe": int(args.nfe), "order": int(args.order),
            "corrector": str(args.corrector), "solver": str(args.solver), "parameterization": str(args.parameterization),
            "tuned_on": f"{args.ckpt}, {len(mu)} crops of {args.input}",
