@@ -2,6 +2,7 @@
 
     python sample.py ckpt=PATH input=DIR_OR_FILE output=DIR [gt=DIR] [sampler.KEY=VALUE ...]
                      [tile=256 tile_overlap=32] [device=auto|cpu|cuda] [seed=0] [lpips=true|false|random]
+                     [daclip=ENCODER.pt] [upscale=4]
 
 Writes one PNG per input image to `output` (never into the input or gt folder). With `gt`, prints
 a per-image PSNR / SSIM (RGB and Y) / LPIPS table with the mean and the set's realism distance
@@ -12,6 +13,10 @@ The sampler defaults to the checkpoint's `sampler.*` config (MR Sampler, NFE 10)
 (times tuned by `python -m mrlight.tune_steps`).
 Exit codes: 0 done, 2 bad input (arguments, files, checkpoint, a network that returns NaN/Inf).
 Two inputs with one stem (a.png, a.jpg) are written as a_png.png and a_jpg.png.
+`daclip=PATH`: the DA-CLIP encoder file of a daclip-unet checkpoint (it records the encoder's
+identity, not a path; a file with another weights hash is refused). `upscale=N`: super-resolution
+models that restore at the output size (IR-SDE's SR): each input is first upsampled N times with
+bicubic interpolation as IR-SDE's test does (no antialiasing, no clamping).
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from pathlib import Path
 DEFAULTS = {
     "ckpt": None, "input": None, "output": None, "gt": None,
     "device": "auto", "seed": 0, "tile": None, "tile_overlap": 32, "lpips": True, "progress": True,
+    "precision": "32", "compile": False, "channels_last": False, "daclip": None, "upscale": 1,
 }
 
 
-TYPES = {"tile": (int, type(None)), "lpips": (bool, str), "gt": (str, type(None))}
+TYPES = {"tile": (int, type(None)), "lpips": (bool, str), "gt": (str, type(None)), "daclip": (str, type(None))}
 USAGE = "python sample.py ckpt=PATH input=DIR output=DIR"
 
 
@@ -148,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device={device} but this machine has no usable CUDA GPU; use device=cpu or auto")
-        restorer = Restorer.from_checkpoint(str(args.ckpt), device=device, seed=int(args.seed))
+        restorer = Restorer.from_checkpoint(str(args.ckpt), device=device, seed=int(args.seed),
+                                            precision=str(args.precision), compile=bool(args.compile),
+                                            channels_last=bool(args.channels_last),
+                                            daclip=str(args.daclip) if args.daclip is not None else None)
+        if int(args.upscale) < 1:
+            raise ConfigError(f"upscale={args.upscale}: expected an integer >= 1")
         args = parse(argv, sampler_defaults=restorer.sampler)
         lp = lpips_mode(args.lpips)
         _dry_run(restorer, dict(args.sampler))  # bad sampler.* values fail before any file is written
@@ -164,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in tqdm(inputs, desc=desc, unit="img", disable=not args.progress):
         try:
             lq = read_image(path)
+            if int(args.upscale) > 1:  # mu at the output size, as IR-SDE's SR test builds it
+                from mrlight.data.degradations import upsample_bicubic
+
+                lq = upsample_bicubic(lq, lq.shape[1] * int(args.upscale), lq.shape[2] * int(args.upscale))
             if gt is not None:
                 target = read_image(gt_pairs[path.stem])
                 if target.shape != lq.shape:

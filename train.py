@@ -3,7 +3,9 @@
 Config = configs/defaults.yaml <- configs/task/<task>.yaml <- key=value arguments (see
 docs/TRAINING.md). `stage=validate ckpt_path=PATH` (or `stage=test`) evaluates a checkpoint and
 prints its metrics (`val/psnr=...`) on the last lines. `ckpt_path=last` resumes, or starts fresh
-when no checkpoint exists yet. Exit codes: 0 done, 1 training failed (e.g. NaN loss), 2 bad input
+when no checkpoint exists yet. `daclip=PATH` gives network daclip-unet its DA-CLIP encoder file
+(checkpoints record the encoder's identity, not the path, so a moved file is simply given again).
+Exit codes: 0 done, 1 training failed (e.g. NaN loss), 2 bad input
 (config, data, checkpoint), 130 stopped by Ctrl-C, 143 stopped by SIGTERM (preemption); after
 130 and 143 a resumable last.ckpt was written at the step reached.
 """

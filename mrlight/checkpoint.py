@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from mrlight.errors import CheckpointError
-from mrlight.models import build_network, network_config
+from mrlight.models import build_configured, network_config
 from mrlight.weights import load_into
 
 
@@ -45,15 +45,66 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-def _arch(config: dict) -> dict:
+UNKNOWN = "unknown (an old checkpoint naming the encoder by its path)"
+
+
+def encoder_of(config: dict, checkpoint: bool = False):
+    """The DA-CLIP encoder identity ({"model", "sha256"}) a config's daclip-unet uses, None without one.
+
+    A run config's encoder is the file of its run-time `daclip=` (or a path in `network.overrides.daclip`),
+    hashed here (once per file); a checkpoint config records the identity. An old checkpoint's path
+    gives UNKNOWN."""
     net = config["network"]
-    return {"name": net["name"], **network_config(net["name"], **dict(net.get("overrides") or {}))}
+    stored = (net.get("overrides") or {}).get("daclip")
+    if isinstance(stored, dict):
+        return {"model": stored.get("model"), "sha256": stored.get("sha256")}
+    if checkpoint:
+        return UNKNOWN if isinstance(stored, str) else None
+    path = config.get("daclip") or stored
+    if not path:
+        return None
+    from mrlight.models.daclip_encoder import file_identity
+
+    return file_identity(path)
+
+
+def _arch(config: dict, checkpoint: bool = False) -> dict:
+    net = config["network"]
+    arch = {"name": net["name"], **network_config(net["name"], **dict(net.get("overrides") or {}))}
+    if "daclip" in arch:  # daclip-unet: the encoder by what it is, not by where it lies
+        arch["daclip"] = encoder_of(config, checkpoint)
+    return arch
+
+
+def _identity_text(identity) -> str:
+    from mrlight.models.daclip_encoder import describe
+
+    return identity if isinstance(identity, str) else describe(identity)
 
 
 def check_compatible(ckpt: dict, config: dict, path: str | Path = "checkpoint") -> None:
-    """Raise CheckpointError if the checkpoint's network or SDE differs from `config`'s."""
+    """Raise CheckpointError if the checkpoint's network or SDE differs from `config`'s.
+
+    For daclip-unet the DA-CLIP encoders are compared by identity (model and weights hash): the
+    run's `daclip=` file may lie anywhere but must be the encoder the checkpoint was trained with."""
+    import warnings
+
     saved = ckpt["hyper_parameters"]["config"]
-    a, b = _arch(saved), _arch(config)
+    a, b = _arch(saved, checkpoint=True), _arch(config)
+    if "daclip" in a and "daclip" in b and a["daclip"] != b["daclip"]:
+        if a["daclip"] in (UNKNOWN, None):  # an old checkpoint, or one without an encoder: nothing to compare
+            what = "names its DA-CLIP encoder by a path (an old checkpoint)" if a["daclip"] else "records no DA-CLIP encoder"
+            warnings.warn(f"{path} {what}: the run's encoder {_identity_text(b['daclip'])} is used unchecked",
+                          stacklevel=2)
+        elif b["daclip"] is None:
+            raise CheckpointError(f"{path} was trained with the DA-CLIP encoder {_identity_text(a['daclip'])}: "
+                                  f"pass daclip=PATH to that encoder file")
+        else:
+            raise CheckpointError(f"{path} was trained with another DA-CLIP encoder: the checkpoint records "
+                                  f"sha256 {a['daclip']['sha256']} ({a['daclip']['model']}), the daclip= file has "
+                                  f"sha256 {b['daclip']['sha256']} ({b['daclip']['model']}); pass daclip= the "
+                                  f"encoder file the checkpoint was trained with")
+        a, b = {k: v for k, v in a.items() if k != "daclip"}, {k: v for k, v in b.items() if k != "daclip"}
     if a != b:
         diff = ", ".join(f"{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}"
                          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
@@ -69,10 +120,19 @@ def check_compatible(ckpt: dict, config: dict, path: str | Path = "checkpoint") 
                               f"the config says {config['objective']['prediction']!r}")
 
 
-def network_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.nn.Module:
-    """The network with the checkpoint's weights (the EMA weights when EMA was on)."""
+def network_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint", daclip: str | Path | None = None,
+                            require_encoder: bool = False) -> torch.nn.Module:
+    """The network with the checkpoint's weights (the EMA weights when EMA was on).
+
+    `daclip`: the DA-CLIP encoder file of a daclip-unet checkpoint; it must be the encoder whose identity
+    the checkpoint records (a WeightsError names both hashes otherwise). Without it the network comes
+    without its encoder, unless `require_encoder` (restoring needs it: a CheckpointError says which file).
+    """
     config = ckpt["hyper_parameters"]["config"]
-    net = build_network(config["network"]["name"], **dict(config["network"].get("overrides") or {}))
+    net, _ = build_configured(config["network"], daclip, checkpoint=str(path))
+    if require_encoder and getattr(net, "encoder", None) is None and getattr(net, "encoder_identity", None):
+        raise CheckpointError(f"{path} was trained with the DA-CLIP encoder {_identity_text(net.encoder_identity)}: "
+                              f"pass daclip=PATH to that encoder file")
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)
@@ -90,13 +150,19 @@ def init_network_from(net: torch.nn.Module, path: str | Path, network_cfg: dict,
     """
     ckpt = load_checkpoint(path)
     saved = ckpt["hyper_parameters"]["config"]["network"]
-    # the encoder file's location (daclip-unet) is not part of the architecture
+    # the DA-CLIP encoder (daclip-unet) is compared by identity below, not by its file's location
     a = {k: v for k, v in network_config(saved["name"], **dict(saved.get("overrides") or {})).items() if k != "daclip"}
     b = {k: v for k, v in network_config(network_cfg["name"], **dict(network_cfg.get("overrides") or {})).items()
          if k != "daclip"}
     if saved["name"] != network_cfg["name"] or a != b:
         raise CheckpointError(f"init_from={path} holds network {saved['name']!r} {a}, the config builds "
                               f"{network_cfg['name']!r} {b}; set network.name/network.overrides to match it")
+    recorded = encoder_of(ckpt["hyper_parameters"]["config"], checkpoint=True)
+    ours = getattr(net, "encoder_identity", None)
+    if isinstance(recorded, dict) and ours is not None and ours["sha256"] != recorded["sha256"]:
+        raise CheckpointError(f"init_from={path} was trained with another DA-CLIP encoder: the checkpoint records "
+                              f"sha256 {recorded['sha256']} ({recorded['model']}), the run's daclip= file has "
+                              f"sha256 {ours['sha256']} ({ours['model']})")
     if prediction is not None:  # a noise network fine-tuned as a data network would start from nonsense
         output = {"matching": "noise"}
         was = ckpt["hyper_parameters"]["config"]["objective"]["prediction"]

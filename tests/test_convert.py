@@ -156,3 +156,29 @@ def test_lightning_test_stage_accepts_a_converted_checkpoint(official_unet, tmp_
                            weights_only=True)
     assert any(k.endswith("/psnr") for k in results[0])
     assert all(torch.equal(module.net.state_dict()[k], v) for k, v in net.state_dict().items())
+
+
+def test_strict_false_drops_stray_keys_and_lists_them(official_unet, tmp_path, capsys):
+    """A released file with keys the network does not have: refused by default (strict), loaded with
+    strict=false as the official loaders do (`load_state_dict(strict=False)`), the dropped keys printed."""
+    net, _ = official_unet
+    state = {**net.state_dict(), "extra.weight": torch.zeros(3), "module_util.buffer": torch.ones(1)}
+    src = tmp_path / "stray.pth"
+    torch.save(state, src)
+    out = tmp_path / "out.ckpt"
+    assert convert_main([str(src), str(out), *SMALL_UNET, "sde.max_sigma=10"]) == 2
+    assert "2 unexpected key(s): extra.weight, module_util.buffer" in capsys.readouterr().err
+    assert not out.exists()
+    assert convert_main([str(src), str(out), *SMALL_UNET, "sde.max_sigma=10", "strict=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "dropped 2 key(s)" in printed and "extra.weight, module_util.buffer" in printed
+    restored = network_from_checkpoint(load_checkpoint(out), out).state_dict()
+    assert restored.keys() == net.state_dict().keys()
+    assert all(torch.equal(restored[k], v) for k, v in net.state_dict().items())
+    # missing keys stay an error without strict
+    del state["init_conv.weight"]
+    torch.save(state, src)
+    assert convert_main([str(src), str(tmp_path / "b.ckpt"), *SMALL_UNET, "sde.max_sigma=10", "strict=false"]) == 2
+    assert "missing key(s): init_conv.weight" in capsys.readouterr().err
+    assert convert_main([str(src), str(tmp_path / "c.ckpt"), *SMALL_UNET, "sde.max_sigma=10", "strict=maybe"]) == 2
+    assert "strict='maybe': expected true or false" in capsys.readouterr().err

@@ -191,3 +191,17 @@ def test_collate_names_sizes_that_cannot_batch():
     assert batch["lq"].shape == (2, 3, 4, 4) and batch["name"] == ["a", "a"]
     with pytest.raises(DataError, match=r"a: 4x4, b: 4x6.*val_batch_size=1"):
         collate([a, b])
+
+
+def test_super_resolution_lq_is_upsampled_as_irsde_does(tmp_path):
+    """mu of IR-SDE's SR model: `F.interpolate(LQ, scale_factor=4, mode="bicubic")` (its util.upscale):
+    torch's bicubic without antialiasing and without clamping, so sharp edges overshoot [0, 1]."""
+    lq = np.zeros((6, 8, 3))
+    lq[:, 4:] = 255  # a hard edge: bicubic (a = -0.75) rings below 0 and above 1
+    _save(tmp_path / "LQ" / "0.png", lq)
+    _save(tmp_path / "GT" / "0.png", np.kron(lq, np.ones((4, 4, 1))))
+    item = RestorationDataset(scan_paired(tmp_path), train=False, scale=4)[0]
+    small = torch.from_numpy(lq.transpose(2, 0, 1)).float()[None] / 255
+    expected = torch.nn.functional.interpolate(small, scale_factor=4, mode="bicubic")[0]
+    assert torch.equal(item["lq"], expected)
+    assert item["lq"].min() < -0.05 and item["lq"].max() > 1.05  # not clamped

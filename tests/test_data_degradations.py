@@ -37,7 +37,10 @@ def test_shape_range_and_seeding(name, mask_dir):
     out = DEGRADATIONS[name](image, np.random.default_rng(3), **_params(name, mask_dir))
     again = DEGRADATIONS[name](image, np.random.default_rng(3), **_params(name, mask_dir))
     assert out.shape == image.shape and out.dtype == torch.float32
-    assert 0 <= out.min() and out.max() <= 1
+    if name == "bicubic":  # IR-SDE's SR input is not clamped: bicubic overshoot only
+        assert -0.25 <= out.min() and out.max() <= 1.25
+    else:
+        assert 0 <= out.min() and out.max() <= 1
     assert torch.equal(out, again), "the same generator state must give the same degradation"
     assert (out - image).abs().mean() > 1e-3, "the degradation must change the image"
 
@@ -121,3 +124,15 @@ def test_ranges_are_drawn_and_image_rng_is_a_function_of_seed_and_name():
     assert torch.equal(a, chain(image, image_rng(0, "x")))
     assert not torch.equal(a, chain(image, image_rng(0, "y")))
     assert not torch.equal(a, chain(image, image_rng(1, "x")))
+
+
+def test_bicubic_upsamples_back_as_irsde_does():
+    from mrlight.data.degradations import upsample_bicubic
+
+    image = torch.zeros(3, 16, 16)
+    image[:, :, 8:] = 1
+    out = DEGRADATIONS["bicubic"](image, None, scale=4)
+    small = torch.nn.functional.interpolate(image[None], size=(4, 4), mode="bicubic", antialias=True).clamp(0, 1)
+    assert torch.equal(out, torch.nn.functional.interpolate(small, scale_factor=4, mode="bicubic")[0])
+    assert torch.equal(out, upsample_bicubic(small[0], 16, 16))
+    assert out.min() < 0 and out.max() > 1  # no clamp: the overshoot IR-SDE's SR model was trained on

@@ -171,7 +171,7 @@ def test_convert_and_sample_end_to_end(tmp_path):
     (tmp_path / "in").mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
     assert sample_script.main([f"ckpt={out}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
-                               "sampler.nfe=5", "progress=false"]) == 0
+                               "sampler.nfe=5", "progress=false", f"daclip={tmp_path / 'daclip.pt'}"]) == 0
     assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (21, 30, 3)
 
 
@@ -221,15 +221,45 @@ def test_copies_share_the_frozen_encoder(tmp_path):
     assert twin.init_conv.weight is not net.init_conv.weight
 
 
-def test_training_with_the_encoder_attached(tmp_path, load_tiny, env):
-    """Train two steps (with validation and EMA): the encoder stays frozen and out of the checkpoint."""
+def test_training_with_the_encoder_attached(tmp_path, load_tiny, env, monkeypatch):
+    """Train two steps (with validation and EMA): the encoder stays frozen and out of the checkpoint.
+
+    Frozen: no encoder parameter requires a gradient or has one, the encoder (every submodule) is still in
+    eval mode after Lightning's train()/eval() switches, and its weights are bit-identical to those loaded
+    from the file, although the optimizer stepped the UNet and the encoder computed its contexts."""
     from mrlight.checkpoint import load_checkpoint, network_from_checkpoint
+    from mrlight.models.daclip import DaCLIPUNet
     from mrlight.training import run
 
+    attached, encoder_calls = [], []
+    attach = DaCLIPUNet.attach_encoder
+
+    def recording_attach(net, encoder):  # the network and encoder that training builds, as first built
+        attach(net, encoder)
+        if not attached:
+            encoder.register_forward_hook(lambda *args: encoder_calls.append(1))
+            attached.append((net, encoder, {k: v.clone() for k, v in net.state_dict().items()},
+                             {k: v.clone() for k, v in encoder.state_dict().items()}))
+
+    monkeypatch.setattr(DaCLIPUNet, "attach_encoder", recording_attach)
     write_daclip_file(tmp_path / "daclip.pt")
     overrides = f"network.overrides={{nf: 32, ch_mult: [1, 1], context_dim: 32, daclip: '{tmp_path / 'daclip.pt'}'}}"
     result = run(load_tiny("network.name=daclip-unet", overrides, "objective.prediction=noise"))
+    assert result.global_step == 2 and attached
+    net, encoder, net_start, encoder_start = attached[0]
+    assert encoder_calls  # the encoder computed the contexts (mu changes every batch)
+    assert any(not torch.equal(v, net_start[k]) for k, v in net.state_dict().items())  # the UNet was trained
+    params = dict(encoder.named_parameters())
+    trainable = [k for k, p in params.items() if p.requires_grad or p.grad is not None]
+    assert params and not trainable, f"encoder parameters not frozen: {trainable[:5]}"
+    in_train_mode = [k or "(encoder)" for k, m in encoder.named_modules() if m.training]
+    assert not in_train_mode, f"encoder modules in train mode after training: {in_train_mode[:5]}"
+    state = encoder.state_dict()
+    assert state.keys() == encoder_start.keys()
+    changed = [k for k, v in state.items() if not torch.equal(v, encoder_start[k])]
+    assert not changed, f"encoder weights changed in training: {changed[:5]}"
     ckpt = load_checkpoint(result.last_checkpoint)
     assert not any(".encoder." in k or k.startswith("net._encoder") for k in ckpt["state_dict"])
-    net = network_from_checkpoint(ckpt)
+    # the checkpoint records the encoder's identity, not its path: the file is given again at load time
+    net = network_from_checkpoint(ckpt, daclip=tmp_path / "daclip.pt")
     assert net.encoder is not None and "val/psnr" in result.val_metrics

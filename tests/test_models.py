@@ -69,3 +69,44 @@ def test_tiled_call_equals_whole_call_for_local_model():
     assert torch.allclose(tiled(pointwise, 64, 8)(x, mu, t), whole)  # one tile: a plain call
     with pytest.raises(ValueError, match="tile"):
         tiled(pointwise, 16, 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_low_precision_networks_run_on_float32_inputs(name, dtype):
+    """net.to(bfloat16) / net.half(): float32 x_t, mu, t (and contexts) are cast to the weights' dtype, the
+    sinusoid is computed from float32 frequencies and handed to the time MLP in that dtype."""
+    if dtype == torch.float16:
+        try:  # float16 convolutions on this CPU build
+            torch.nn.functional.conv2d(torch.ones(1, 1, 3, 3, dtype=dtype), torch.ones(1, 1, 3, 3, dtype=dtype))
+        except RuntimeError:
+            pytest.skip("no float16 convolution on this CPU")
+    torch.manual_seed(0)
+    small = {**SMALL[name], **({"use_image_context": True} if name == "daclip-unet" else {})}
+    net = build_network(name, **small).eval()
+    x, mu, t = torch.rand(2, 3, 19, 23), torch.rand(2, 3, 19, 23), torch.tensor([1.5, 80.0])
+    kwargs = {"image_context": torch.randn(2, 16), "text_context": torch.randn(2, 16)} if name == "daclip-unet" else {}
+    with torch.no_grad():
+        expected = net(x, mu, t, **kwargs)
+        net = net.to(dtype)
+        out = net(x, mu, t, **kwargs)
+    assert out.shape == x.shape and out.dtype == dtype and torch.isfinite(out).all()
+    assert float((out.float() - expected).norm() / expected.norm()) < 0.25  # the same network, rounded
+    freqs = [m.freqs for m in net.modules() if hasattr(m, "freqs")]
+    assert freqs and all(f.dtype == torch.float32 for f in freqs)  # not rounded to 8 / 11 bits
+
+
+def test_time_features_keep_float32_frequencies_through_casts():
+    from mrlight.models.layers import SinusoidalTimeEmbedding
+
+    emb = SinusoidalTimeEmbedding(16)
+    reference = emb.freqs.clone()
+    t = torch.tensor([97.3])
+    expected = emb(t)
+    emb.half()
+    assert emb(t).dtype == torch.float16 and torch.equal(emb.freqs, reference)
+    assert torch.equal(emb(t), expected.half())
+    emb.to("cpu")  # a device move keeps the half output
+    assert emb(t).dtype == torch.float16
+    emb.float()
+    assert torch.equal(emb(t), expected)

@@ -105,3 +105,35 @@ def test_choosing_another_sampler_drops_the_checkpoints_sampler_options(ckpt, en
     assert ok.returncode == 0, ok.stderr[-2000:]
     bad = run_script("sample.py", [*args, "sampler.denoise_last=true"], env, tmp_path)
     assert bad.returncode == 2 and "sampler.denoise_last" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_upscale_feeds_irsde_bicubic_mu(ckpt, env, tmp_path, monkeypatch):
+    """upscale=4: each LR input becomes IR-SDE's SR mu, F.interpolate(LQ, scale_factor=4, mode="bicubic")
+    (no antialiasing, no clamping), before restoring; gt is compared at the output size."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import sample
+    from mrlight.inference import Restorer
+
+    seen = []
+    restore = Restorer.__call__
+
+    def recording(self, lq, **kwargs):
+        seen.append(lq.clone())
+        return restore(self, lq, **kwargs)
+
+    monkeypatch.setattr(Restorer, "__call__", recording)
+    small = np.zeros((8, 6, 3), dtype=np.uint8)
+    small[:, 3:] = 255
+    (tmp_path / "in").mkdir()
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(small).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.kron(small, np.ones((4, 4, 1), dtype=np.uint8))).save(tmp_path / "gt" / "a.png")
+    assert sample.main([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
+                        f"gt={tmp_path / 'gt'}", "upscale=4", "sampler.nfe=2", "lpips=false", "progress=false"]) == 0
+    expected = torch.nn.functional.interpolate(read_image(tmp_path / "in" / "a.png")[None], scale_factor=4,
+                                               mode="bicubic")[0]
+    assert len(seen) == 1 and torch.equal(seen[0], expected) and seen[0].min() < 0 < 1 < seen[0].max()
+    assert read_image(tmp_path / "out" / "a.png").shape == (3, 32, 24)

@@ -68,6 +68,7 @@ def test_bf16_mixed_and_channels_last(load_tiny, env):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # inductor's C++ builds: 508 s on the 2 shared cores at load ~7 (cold cache)
 def test_compile_switch_trains_and_saves_plain_keys(load_tiny, env):
     """compile=true (torch.compile through inductor, here on the CPU) trains, validates and writes a
     checkpoint whose keys are those of the uncompiled network."""

@@ -2,7 +2,8 @@
 
 Training items are random patches (`patch_size`, at the same place in LQ and GT, scale-aware for
 super-resolution) with random flips and 90-degree rotations; validation/test items are full images
-or a centre crop. Items are dicts {"lq": [3, H, W], "gt": [3, H, W], "name": str} in [0, 1].
+or a centre crop. Items are dicts {"lq": [3, H, W], "gt": [3, H, W], "name": str} in [0, 1] (except a
+super-resolution LQ, up-sampled as IR-SDE does it: bicubic without clamping, so it overshoots slightly).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .degradations import Degradation, image_rng
+from .degradations import Degradation, image_rng, upsample_bicubic
 from .errors import DataError
 from .folders import Sample
 from .io import read_image
@@ -86,7 +87,8 @@ class RestorationDataset(Dataset):
         samples: from `folders.scan_paired` / `scan_clean` (`Sample.lq` None -> degrade GT).
         train: random patches + flips/rotations; otherwise full size or a centre `crop`.
         patch_size: training patch size in GT pixels.
-        scale: GT = scale x LQ on disk (super-resolution); LQ is bicubic-upsampled to GT size.
+        scale: GT = scale x LQ on disk (super-resolution); LQ is bicubic-upsampled to GT size as IR-SDE
+            does (`degradations.upsample_bicubic`: no antialiasing, no clamping).
         degradation: makes LQ from GT for clean-only samples.
         crop: validation centre crop (GT pixels), or None for full size.
         small_images: "pad" (reflect-pad up to the patch) or "error".
@@ -180,8 +182,8 @@ class RestorationDataset(Dataset):
             gt = gt[:, :height, :width]
         if lq is None:
             lq = self.degradation(gt, rng)
-        elif self.scale > 1:
-            lq = resize(lq, gt.shape[1], gt.shape[2])
+        elif self.scale > 1:  # IR-SDE's SR input: bicubic up-sampling, no antialiasing, no clamping
+            lq = upsample_bicubic(lq, gt.shape[1], gt.shape[2])
         if self.train:
             lq, gt = augment((lq, gt), rng)
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "name": sample.name}

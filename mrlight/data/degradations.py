@@ -96,19 +96,28 @@ def jpeg(image: torch.Tensor, rng: np.random.Generator, quality: Range = 10) -> 
     return _tensor(array.transpose(2, 0, 1))
 
 
+def upsample_bicubic(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[C, h, w] -> [C, height, width]: IR-SDE's super-resolution input, `F.interpolate(LQ, scale_factor=4,
+    mode='bicubic')` (its `util.upscale`, `codes/utils/deg_utils.py`): torch's bicubic (a = -0.75),
+    no antialiasing and **no clamping** (the overshoot beyond [0, 1] is what the released SR model saw)."""
+    return F.interpolate(image[None], size=(height, width), mode="bicubic", align_corners=False)[0]
+
+
 def bicubic(image: torch.Tensor, rng: np.random.Generator, scale: int = 4) -> torch.Tensor:
     """Bicubic down-scaling by `scale` (anti-aliased), then bicubic up-scaling back to the input size.
 
     IR-SDE (Luo et al., ICML 2023) feeds super-resolution LQ images up-sampled to the GT size, so
-    that mu and x0 share one shape. Sizes must be multiples of `scale` (the data set crops them).
+    that mu and x0 share one shape; the up-scaling is IR-SDE's (`upsample_bicubic`: no antialiasing,
+    no clamping). The down-scaled image is clamped to [0, 1], as an LR file would be. Sizes must be
+    multiples of `scale` (the data set crops them).
     """
     scale = int(scale)
     _, height, width = image.shape
     if height % scale or width % scale:
         raise DataError(f"bicubic x{scale} needs an image size divisible by {scale}, got {height}x{width}")
     small = F.interpolate(image[None], size=(height // scale, width // scale), mode="bicubic",
-                          align_corners=False, antialias=True)
-    return F.interpolate(small, size=(height, width), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+                          align_corners=False, antialias=True).clamp(0, 1)
+    return upsample_bicubic(small[0], height, width)
 
 
 bicubic.multiple_of = lambda params: int(params.get("scale", 4))  # type: ignore[attr-defined]

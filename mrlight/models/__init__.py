@@ -43,7 +43,7 @@ PRESETS: dict[str, dict] = {
                         use_degra_context=True, use_image_context=True, daclip=None),
 }
 
-__all__ = ["build_network", "network_config", "PRESETS", "FAMILIES", "ConditionalUNet", "ConditionalNAFNet",
+__all__ = ["build_network", "build_configured", "network_config", "PRESETS", "FAMILIES", "ConditionalUNet", "ConditionalNAFNet",
            "IRSDEUNet", "RefusionNAFNet", "DaCLIPUNet"]
 
 
@@ -77,3 +77,62 @@ def build_network(name: str, **overrides) -> nn.Module:
     """Instantiate preset `name`; `overrides` replace preset fields (e.g. nf=8)."""
     cfg = network_config(name, **overrides)
     return FAMILIES[PRESETS[name]["family"]](**cfg)
+
+
+def build_configured(network_cfg: dict, daclip=None, *, checkpoint: str | None = None) -> tuple[nn.Module, dict]:
+    """The network of a config's `network` block, and the block to record in a checkpoint.
+
+    `daclip`: the DA-CLIP encoder file, a run-time setting (`daclip=PATH` of train.py, sample.py and
+    the converter), for network daclip-unet only. `network.overrides.daclip` may hold:
+
+    - an encoder identity {"model", "sha256"} (what checkpoints record): the file given as `daclip`
+      must have it (a WeightsError names both hashes otherwise); without a file the network is built
+      without its encoder (`net.encoder_identity` says which one it needs);
+    - a path (an old checkpoint, or a run config written as `network.overrides.daclip=PATH`): the
+      encoder's identity is unknown. `checkpoint` (the checkpoint's name) marks the old-checkpoint
+      case: the given `daclip` file, else the stored path if it exists, is used with a warning.
+
+    The recorded block holds the attached (or expected) encoder's identity, never a path.
+    """
+    import warnings
+    from pathlib import Path
+
+    from mrlight.errors import CheckpointError, ConfigError
+
+    name = network_cfg["name"]
+    overrides = dict(network_cfg.get("overrides") or {})
+    if name != "daclip-unet":
+        if daclip:
+            where = f"{checkpoint}'s network" if checkpoint else "network.name"
+            raise ConfigError(f"daclip={daclip} is the DA-CLIP encoder of network daclip-unet; {where} is {name!r}")
+        return build_network(name, **overrides), network_cfg
+    given = "daclip" in overrides
+    stored = overrides.pop("daclip", None)
+    path = str(daclip) if daclip else None
+    if isinstance(stored, (str, Path)):
+        if checkpoint is not None:
+            if path:
+                warnings.warn(f"{checkpoint} names its DA-CLIP encoder by a path ({stored}; an old checkpoint), "
+                              f"not by its weights' hash: using daclip={path} unchecked", stacklevel=2)
+            elif Path(stored).is_file():
+                path = str(stored)
+                warnings.warn(f"{checkpoint} names its DA-CLIP encoder by a path (an old checkpoint), not by its "
+                              f"weights' hash: using {path} unchecked (daclip=PATH chooses the file)", stacklevel=2)
+            else:
+                raise CheckpointError(f"{checkpoint} names its DA-CLIP encoder by a path that does not exist here "
+                                      f"({stored}; an old checkpoint): pass daclip=PATH to the encoder file")
+        else:
+            path = path or str(stored)
+        stored = None
+    net = build_network(name, **overrides, daclip=stored)  # an identity: the encoder that must be attached
+    if path:
+        from mrlight.models.daclip_encoder import DaCLIPEncoder
+
+        try:
+            net.attach_encoder(DaCLIPEncoder.from_file(path))
+        except CheckpointError as err:  # WeightsError: name the checkpoint whose identity is not met
+            raise type(err)(f"{checkpoint}: {err}" if checkpoint else str(err)) from None
+    identity = net.encoder_identity
+    if identity is not None or given:
+        overrides["daclip"] = identity
+    return net, {**network_cfg, "overrides": overrides}

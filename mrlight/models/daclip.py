@@ -15,17 +15,23 @@ Written from reading that code. It is IR-SDE's UNet (mrlight.models.irsde.UNetCo
 The published forward needs an image context when `use_image_context` is set (its fallback to
 self-attention crashes); this port raises a clear error instead. Given a DA-CLIP encoder
 (`daclip=PATH`, mrlight.models.daclip_encoder) the contexts are computed from `mu` when not passed,
-once per distinct `mu` (not once per sampler step). The encoder is frozen and is not part of this
-network's state dict: the network's keys are exactly the published UNet's.
+once per distinct `mu` (not once per sampler step); `global_conditioning(mu)` hands them out, so that
+a tiled restore computes them once from the whole image and passes them to every tile. The encoder
+is frozen and is not part of this network's state dict: the network's keys are exactly the published
+UNet's. `daclip` may also be an encoder identity ({"model", "sha256"}, what checkpoints record): the
+network then expects that encoder, and `attach_encoder` refuses any other one.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mrlight.models.irsde import LinearAttention, UNetCore, downsample, upsample
+from mrlight.models.layers import weight_dtype
 
 HEAD_CHANNELS = 32
 
@@ -128,12 +134,13 @@ class DaCLIPUNet(UNetCore):
     conv after the init conv and an upsampling before the last skip). Cross-attention sits at levels
     >= 3 and in the middle (universal-ir's rule; Wild-IR's "deepest level" is the same level at
     depth 4, the released depth). `daclip`: a DA-CLIP encoder file (`daclip_ViT-B-32.pt`) whose frozen
-    encoder computes the contexts from `mu` when they are not given.
+    encoder computes the contexts from `mu` when they are not given, or the identity of the encoder the
+    network expects ({"model": "ViT-B-32", "sha256": ...}; attach it with `attach_encoder`).
     """
 
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nf: int = 64, ch_mult=(1, 2, 4, 8),
                  context_dim: int | None = 512, use_degra_context: bool = True, use_image_context: bool = True,
-                 scale: float = 1, daclip: str | None = None):
+                 scale: float = 1, daclip: str | dict | None = None):
         if scale not in (1, 0.5):
             raise ValueError(f"scale must be 1 (universal-ir) or 0.5 (Wild-IR), got {scale!r}")
         ch_mult = list(ch_mult)
@@ -159,7 +166,12 @@ class DaCLIPUNet(UNetCore):
         # optimizer and the EMA, but follow .to() / .half() through _apply; copies share it.
         self._encoder: _Shared = _Shared()
         self._cached: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
-        if daclip:
+        self.expected_encoder: dict | None = None  # the identity the attached encoder must have
+        if isinstance(daclip, dict) or (daclip is not None and not isinstance(daclip, (str, Path))):
+            from mrlight.models.daclip_encoder import check_identity
+
+            self.expected_encoder = check_identity(dict(daclip) if hasattr(daclip, "keys") else daclip)
+        elif daclip:
             from mrlight.models.daclip_encoder import DaCLIPEncoder
 
             self.attach_encoder(DaCLIPEncoder.from_file(daclip))
@@ -174,8 +186,32 @@ class DaCLIPUNet(UNetCore):
     def encoder(self) -> nn.Module | None:
         return self._encoder[0] if self._encoder else None
 
+    @property
+    def encoder_identity(self) -> dict | None:
+        """{"model", "sha256"} of the attached encoder, else of the expected one, else None."""
+        if self.encoder is not None:
+            from mrlight.models.daclip_encoder import encoder_identity
+
+            return encoder_identity(self.encoder)
+        return dict(self.expected_encoder) if self.expected_encoder else None
+
     def attach_encoder(self, encoder: nn.Module) -> None:
-        """Compute the contexts from mu with `encoder` (frozen; not part of the state dict)."""
+        """Compute the contexts from mu with `encoder` (frozen; not part of the state dict).
+
+        With an expected identity (`daclip={model, sha256}`), an encoder whose weights hash differently
+        is refused (WeightsError naming both hashes)."""
+        if self.expected_encoder is not None:
+            from mrlight.errors import WeightsError
+            from mrlight.models.daclip_encoder import encoder_identity
+
+            got = encoder_identity(encoder)
+            if got["sha256"] != self.expected_encoder["sha256"]:
+                where = getattr(encoder, "source", None) or "the given encoder"
+                raise WeightsError(
+                    f"DA-CLIP encoder {where} is not the one this network was trained with: its weights have "
+                    f"sha256 {got['sha256']} ({got['model']}), the network expects sha256 "
+                    f"{self.expected_encoder['sha256']} ({self.expected_encoder['model']}); pass daclip= the "
+                    f"encoder file the network was converted or trained with")
         self._encoder[:] = [encoder.eval().requires_grad_(False)]
         self._cached = None
 
@@ -189,8 +225,7 @@ class DaCLIPUNet(UNetCore):
     def contexts(self, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image_context, degradation_context) of `mu`, recomputed only when mu changes."""
         if self.encoder is None:
-            raise ValueError("daclip-unet needs image_context= / text_context=, or a DA-CLIP encoder: "
-                             "build_network('daclip-unet', daclip=PATH) or network.overrides={daclip: PATH}")
+            raise ValueError(self._no_encoder_message())
         cached = self._cached
         if cached is not None and cached[0].shape == mu.shape and (cached[0] is mu or torch.equal(cached[0], mu)):
             return cached[1]
@@ -199,13 +234,36 @@ class DaCLIPUNet(UNetCore):
         self._cached = (mu.detach(), result)
         return result
 
+    def global_conditioning(self, mu: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Keyword arguments of `forward` computed from the whole `mu`: the DA-CLIP contexts (empty without
+        an encoder). A tiled call computes them once per image and passes them to every tile."""
+        if self.encoder is None:
+            return {}
+        image_context, text_context = self.contexts(mu)
+        return {"image_context": image_context, "text_context": text_context}
+
+    def _no_encoder_message(self) -> str:
+        if self.expected_encoder is not None:
+            from mrlight.models.daclip_encoder import describe
+
+            return (f"daclip-unet was trained with the DA-CLIP encoder {describe(self.expected_encoder)}: pass "
+                    f"daclip=PATH to that encoder file (sample.py / train.py daclip=PATH)")
+        return ("daclip-unet needs image_context= / text_context=, or a DA-CLIP encoder: "
+                "build_network('daclip-unet', daclip=PATH), or daclip=PATH in train.py / sample.py")
+
     def forward(self, x_t: torch.Tensor, mu: torch.Tensor, t, text_context: torch.Tensor | None = None,
                 image_context: torch.Tensor | None = None) -> torch.Tensor:
         if text_context is None and image_context is None and self.encoder is not None:
             image_context, text_context = self.contexts(mu)
         if self.use_image and image_context is None:
+            if self.expected_encoder is not None:
+                raise ValueError(self._no_encoder_message())
             raise ValueError("daclip-unet with use_image_context needs image_context [B, context_dim] "
                              "(or a DA-CLIP encoder attached with daclip=PATH)")
+        dtype = weight_dtype(self)  # a .half() / bfloat16 network: inputs and contexts in its dtype
+        x_t, mu = x_t.to(dtype), mu.to(dtype)
+        image_context = image_context.to(dtype) if image_context is not None else None
+        text_context = text_context.to(dtype) if text_context is not None else None
         temb = self.embed_time(t, x_t.shape[0], x_t.device)
         if self.use_degra and text_context is not None:
             prompt = torch.softmax(self.text_mlp(text_context), dim=1) * self.prompt

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrlight.models.layers import pad_to_multiple
+from mrlight.models.layers import FloatFrequencies, pad_to_multiple, weight_dtype
 
 
 class ChannelLayerNorm(nn.Module):
@@ -47,7 +47,7 @@ class ChannelLayerNorm(nn.Module):
         return (x - mean) * (var + eps).rsqrt() * self.g
 
 
-class SinusoidalEmbedding(nn.Module):
+class SinusoidalEmbedding(FloatFrequencies):
     """IR-SDE's sinusoidal time features [sin, cos] with frequencies exp(-k ln(1e4) / (half - 1)).
 
     The divisor half - 1 (not half) is the published one; t is in grid units and may be fractional
@@ -57,12 +57,7 @@ class SinusoidalEmbedding(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         half = dim // 2
-        freqs = torch.exp(torch.arange(half) * -(math.log(10000) / (half - 1)))
-        self.register_buffer("freqs", freqs, persistent=False)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        args = t.float()[:, None] * self.freqs[None]
-        return torch.cat([args.sin(), args.cos()], dim=-1)
+        self._set_frequencies(torch.exp(torch.arange(half) * -(math.log(10000) / (half - 1))))
 
 
 def time_batch(t, batch: int, device) -> torch.Tensor:
@@ -213,6 +208,8 @@ class UNetCore(nn.Module):
     def run(self, x_t: torch.Tensor, mu: torch.Tensor, temb: torch.Tensor,
             context: torch.Tensor | None = None) -> torch.Tensor:
         """The UNet on `[x_t - mu, mu]` with a ready time embedding; returns eps_hat at the input size."""
+        dtype = weight_dtype(self)  # a .half() / bfloat16 network runs on float32 inputs
+        x_t, mu = x_t.to(dtype), mu.to(dtype)
         x, (h, w) = pad_to_multiple(torch.cat([x_t - mu, mu], dim=1), self.multiple)
         x = self.init_conv(x)
         first = x

@@ -9,7 +9,43 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class SinusoidalTimeEmbedding(nn.Module):
+def weight_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of a network's weights (its first floating parameter; float32 without parameters).
+
+    Networks cast x_t, mu (and contexts) to it, so a `.half()` / bfloat16 network runs on float32 inputs."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+class FloatFrequencies(nn.Module):
+    """Sinusoidal time features [sin(t f), cos(t f)] computed in float32, handed out in the module's dtype.
+
+    The frequencies stay float32 whatever the network is cast to (`.half()` would round them to 11 bits,
+    a bfloat16 cast to 8, i.e. a phase error of about 0.4 rad at t = 100); t is taken in float32 too.
+    The features are cast to the dtype the module was last cast to (float32 unless `.half()`,
+    `.bfloat16()` or `.to(dtype)` changed it), so the time MLP that reads them runs in its weights' dtype.
+    """
+
+    out_dtype: torch.dtype = torch.float32
+
+    def _set_frequencies(self, freqs: torch.Tensor) -> None:
+        self.register_buffer("freqs", freqs.float(), persistent=False)
+        self._freqs32 = self.freqs.clone()
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self.out_dtype = fn(torch.zeros((), dtype=self.out_dtype)).dtype  # where a dtype cast sends the features
+        self.freqs = self._freqs32.to(self.freqs.device)
+        return self
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        args = t.float()[:, None] * self.freqs[None]
+        return torch.cat([args.sin(), args.cos()], dim=-1).to(self.out_dtype)
+
+
+class SinusoidalTimeEmbedding(FloatFrequencies):
     """Transformer-style sinusoidal features of a real time t (grid units, any float, shape [B]).
 
     Vaswani et al. 2017; used for diffusion time by Ho et al. 2020 and IR-SDE. Fractional t is
@@ -21,12 +57,7 @@ class SinusoidalTimeEmbedding(nn.Module):
         if dim % 2:
             raise ValueError(f"time embedding dim must be even, got {dim}")
         half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
-        self.register_buffer("freqs", freqs.float(), persistent=False)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        args = t.float()[:, None] * self.freqs[None]
-        return torch.cat([args.sin(), args.cos()], dim=-1)
+        self._set_frequencies(torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half))
 
 
 def time_mlp(nf: int, time_dim: int) -> nn.Sequential:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrlight.models.irsde import ChannelLayerNorm, SinusoidalEmbedding, time_batch
+from mrlight.models.layers import weight_dtype
 from mrlight.models.nafnet import SimpleGate
 
 
@@ -89,7 +90,8 @@ class RefusionNAFNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, mu: torch.Tensor, t) -> torch.Tensor:
         temb = self.time_mlp(time_batch(t, x_t.shape[0], x_t.device))
-        x = torch.cat([x_t - mu, mu], dim=1)
+        dtype = weight_dtype(self)  # a .half() / bfloat16 network runs on float32 inputs
+        x = torch.cat([x_t.to(dtype) - mu.to(dtype), mu.to(dtype)], dim=1)
         h, w = x.shape[-2:]
         x = self.intro(F.pad(x, (0, (-w) % self.multiple, 0, (-h) % self.multiple)))
         skips = []

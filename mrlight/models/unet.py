@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrlight.models.layers import Attention, LinearAttention, ResBlock, pad_to_multiple, time_mlp
+from mrlight.models.layers import Attention, LinearAttention, ResBlock, pad_to_multiple, time_mlp, weight_dtype
 
 
 class ConditionalUNet(nn.Module):
@@ -78,6 +78,8 @@ class ConditionalUNet(nn.Module):
     def forward(self, x_t: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(t) or t.dim() != 1:
             raise TypeError("t must be a 1-D tensor [B] of times (a Python float recompiles under torch.compile)")
+        dtype = weight_dtype(self)  # a .half() / bfloat16 network runs on float32 inputs
+        x_t, mu = x_t.to(dtype), mu.to(dtype)
         x, (h, w) = pad_to_multiple(torch.cat([x_t - mu, mu], dim=1), self.multiple)
         temb = self.time_mlp(t)
         x = self.init_conv(x)
