@@ -5,19 +5,33 @@ PY := $(VENV)/bin/python
 # Tested pins (CPU torch + matching torchvision). Users with another CUDA keep pyproject's ranges.
 CONSTRAINTS := constraints.txt
 
-.PHONY: venv test test-fast demo bench clean
+# The app's browser test (tests/test_app.py) drives Debian's chromium through Playwright: no browser download.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: venv browser test test-fast demo bench clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[test,daclip]"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[test,daclip,app]"
 	touch $@
+
+# Installs chromium where it is missing and we are root (CI); elsewhere the browser test skips with the reason.
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the app's browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "warning: could not install chromium; the browser test skips (fails under CI=true)"; \
+	else \
+		echo "note: no $(CHROMIUM) and not root: the app's browser test skips (as root: apt-get install -y chromium)"; \
+	fi
 
 # One intra-op thread per process: the suite runs several processes at once (DDP ranks, train.py
 # subprocesses), and more threads than cores slows small CPU convolutions down many-fold.
-test: venv
+test: venv browser
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 test-fast: venv

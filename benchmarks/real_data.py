@@ -68,7 +68,8 @@ def configurations() -> list[dict]:
     rows += sampler_v2_configurations()
     for name in ("posterior", "euler"):
         for nfe in BASELINE_NFES:
-            rows.append(dict(label=name, sampler=name, solver="sde", order="", parameterization="", nfe=nfe))
+            rows.append(dict(label=name, sampler=name, solver="sde" if name == "euler" else "", order="",
+                             parameterization="", nfe=nfe))
     return rows
 
 
@@ -197,13 +198,13 @@ def evaluate(net, sde: MRSDE, prediction: str, lq, gt, seed: int, quick_rows: bo
         rows.append(row)
         outputs[f"{cfg['label']}@{cfg['nfe']}"] = out
         print(f"  {cfg['label']:>10} NFE {cfg['nfe']:>3}: PSNR {row['psnr']:.3f} dB, SSIM {row['ssim']:.4f}, "
-              f"{row['sec_per_image']:.2f} s/image", flush=True)
+              f"swd {row['swd']:.1f}, {row['sec_per_image']:.2f} s/image", flush=True)
     return rows, outputs
 
 
 # -- outputs -------------------------------------------------------------------------------------
 COLUMNS = ["label", "sampler", "solver", "order", "parameterization", "nfe", "psnr", "ssim", "psnr_y", "ssim_y",
-           "lpips", "sec_per_image"]
+           "lpips", "swd", "sec_per_image"]
 
 
 def fmt(value, digits: int) -> str:
@@ -219,13 +220,14 @@ def write_outputs(rows, header: list[str], verdict: list[str], lpips_note: str |
         w.writeheader()
         w.writerows(rows)
     lines = header + [""]
-    lines.append("| sampler | NFE | PSNR | SSIM | PSNR-Y | SSIM-Y | LPIPS | s/image |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("| sampler | NFE | PSNR | SSIM | PSNR-Y | SSIM-Y | LPIPS | swd | s/image |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lp = r.get("lpips", "")
         lp = "n/a" if isinstance(lp, str) and lp.startswith("unavailable") else fmt(lp, 4)
         lines.append(f"| {r['label']} | {r['nfe'] or '-'} | {fmt(r['psnr'], 2)} | {fmt(r['ssim'], 4)} | "
-                     f"{fmt(r['psnr_y'], 2)} | {fmt(r['ssim_y'], 4)} | {lp} | {fmt(r['sec_per_image'], 2) or '-'} |")
+                     f"{fmt(r['psnr_y'], 2)} | {fmt(r['ssim_y'], 4)} | {lp} | {fmt(r.get('swd', ''), 1)} | "
+                     f"{fmt(r['sec_per_image'], 2) or '-'} |")
     lines += [""] + verdict
     if lpips_note is not None:
         lines.append(f"\nLPIPS: unavailable: {lpips_note}")

@@ -31,6 +31,7 @@ from reference_samplers import DaclipGrid, official_mr_sample  # noqa: E402
 
 from mrlight.analytic import GaussianMixture, Oracle, wasserstein1  # noqa: E402
 from mrlight.sampling import sample  # noqa: E402
+from mrlight.sampling.schedules import T_MIN_SCHEDULES  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
 SOLVER_ORDERS = [("ode", 1), ("ode", 2), ("ode", 3), ("sde", 1), ("sde", 2)]
@@ -78,7 +79,8 @@ def run_all(pixels: int, nfes: list[int], seed: int, ablation: bool):
             n = nfe if sampler != "heun" else nfe - (1 - nfe % 2)
             cfg = dict(sampler=sampler, solver=solver, order="", parameterization="", schedule="linspace")
             t = time.perf_counter()
-            out = sample(Oracle(law, sde), mu, sde, sampler=sampler, nfe=n, solver=solver, generator=gen())
+            extra = {"solver": solver} if sampler == "euler" else {}  # posterior and heun take no solver option
+            out = sample(Oracle(law, sde), mu, sde, sampler=sampler, nfe=n, generator=gen(), **extra)
             record("baseline", cfg, nfe, out, time.perf_counter() - t)
         if ablation and nfe <= 20:
             variants = [dict(t_min=1.0), dict(t_min=2.0), dict(t_min=5.0), dict(lower_order_final=False),
@@ -87,7 +89,7 @@ def run_all(pixels: int, nfes: list[int], seed: int, ablation: bool):
                 for param in ("data", "noise"):
                     for sched in ("linspace", "uniform-lambda", "karras-t"):
                         for v in variants:
-                            if sched == "linspace" and "t_min" in v:
+                            if "t_min" in v and sched not in T_MIN_SCHEDULES:  # refused: t_min is unused there
                                 continue
                             name = "mr " + " ".join(f"{k}={val}" for k, val in v.items())
                             cfg = dict(sampler=name, solver="ode", order=order, parameterization=param, schedule=sched)

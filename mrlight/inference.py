@@ -114,7 +114,8 @@ def _check_autocast(precision: str, device: torch.device) -> None:
                                                    torch.ones(1, 1, 3, 3, device=device))
         except Exception as err:  # noqa: BLE001 - any failure here means this precision cannot run
             raise PrecisionError(f"precision={precision}: {dtype} autocast fails on {kind} with torch "
-                                 f"{torch.__version__} ({type(err).__name__}: {err}); use precision=bf16 or 32") from None
+                                 f"{torch.__version__} ({type(err).__name__}: {err}); "
+                                 "use precision=bf16 or 32") from None
     if probe.dtype != dtype:
         why = "; ".join(" ".join(str(w.message).split()) for w in caught) or f"the network would run in {probe.dtype}"
         raise PrecisionError(f"precision={precision}: {dtype} autocast is not supported on {kind} with torch "
@@ -242,7 +243,7 @@ class Restorer:
                 raise
             options = ", ".join(([f"precision={self.precision}"] if self.precision != "32" else [])
                                 + (["compile=true"] if self.compile else []))
+            first_line = (str(err).strip().splitlines() or [""])[0]
             raise PrecisionError(f"restoring with {options} failed on {lq.device.type} "
-                                 f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}); "
-                                 "run with precision=32 compile=false") from err
+                                 f"({type(err).__name__}: {first_line}); run with precision=32 compile=false") from err
         return out[0] if single else out
