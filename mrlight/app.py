@@ -25,7 +25,6 @@ Exit codes: 0 stopped, 2 bad arguments, no checkpoint that loads, gradio missing
 from __future__ import annotations
 
 import atexit
-import difflib
 import os
 import shutil
 import sys
@@ -71,38 +70,24 @@ class ArgumentError(ValueError):
     pass
 
 
-def _bool(key: str, value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ArgumentError(f"{key}={value!r}: expected true or false")
-
-
 def parse_args(argv: list[str]) -> dict:
-    """key=value arguments (ckpt may repeat); an unknown key or a bad value raises ArgumentError."""
-    args = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULTS.items()}
-    for arg in argv:
-        if "=" not in arg or arg.startswith("="):
-            raise ArgumentError(f"argument {arg!r} is not key=value (usage: {USAGE})")
-        key, value = arg.split("=", 1)
-        key = key[2:] if key.startswith("--") else key
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, list(DEFAULTS), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ArgumentError(f"unknown key {key!r}{hint} (valid: {', '.join(DEFAULTS)})")
-        default = DEFAULTS[key]
-        if isinstance(default, list):
-            args[key].extend(v for v in value.split(",") if v)
-        elif isinstance(default, bool):
-            args[key] = _bool(key, value)
-        elif isinstance(default, int):
-            try:
-                args[key] = int(value)
-            except ValueError:
-                raise ArgumentError(f"{key}={value!r}: expected an integer") from None
-        else:
-            args[key] = value
+    """key=value arguments through mrlight.cli (ckpt may repeat); a bad one raises ArgumentError."""
+    from omegaconf import OmegaConf
+
+    from mrlight.cli import parse_args as parse_key_values
+    from mrlight.errors import ConfigError
+
+    def key_of(arg: str) -> str:
+        key = arg.split("=", 1)[0]
+        return key[2:] if key.startswith("--") else key
+
+    ckpts = [v for a in argv if "=" in a and key_of(a) == "ckpt" for v in a.split("=", 1)[1].split(",") if v]
+    try:
+        parsed = parse_key_values([a for a in argv if "=" not in a or key_of(a) != "ckpt"],
+                                  {k: v for k, v in DEFAULTS.items() if k != "ckpt"})
+    except ConfigError as err:
+        raise ArgumentError(f"{err} (usage: {USAGE})") from None
+    args = {**OmegaConf.to_container(parsed), "ckpt": ckpts}
     if not args["ckpt"]:
         raise ArgumentError(f"ckpt=... is required (usage: {USAGE})")
     if not 0 <= args["port"] < 65536:

@@ -142,11 +142,11 @@ def test_unknown_key_and_missing_ckpt_are_errors(capsys):
     from mrlight.app import main
 
     assert main([f"ckpt={DENOISER}", "prot=8000"]) == 2
-    assert "unknown key 'prot'; did you mean 'port'?" in capsys.readouterr().err
+    assert "unknown key 'prot' (command line); did you mean 'port'?" in capsys.readouterr().err
     assert main(["port=7860"]) == 2
     assert "ckpt=... is required" in capsys.readouterr().err
     assert main([f"ckpt={DENOISER}", "port=http"]) == 2
-    assert "port='http': expected an integer" in capsys.readouterr().err
+    assert "port='http' (command line): expected integer" in capsys.readouterr().err
 
 
 def test_presets_match_sample_py_arguments():
