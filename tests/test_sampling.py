@@ -69,11 +69,11 @@ def test_ode_convergence_order(order, ns, parameterization):
     x_T = SDE.prior_sample(mu, g)
     errs = []
     for n in ns:
-        times = get_times("uniform-lambda", SDE, n, t_min=1.0)
+        times = get_times("uniform-lambda-tmin", SDE, n, t_min=1.0)
         ref = pf_ode_reference(LAW, SDE, (x_T - mu).double(), times[-2].item())
         states = {}
         sample(Oracle(LAW, SDE, "noise"), mu, SDE, nfe=n, order=order, parameterization=parameterization,
-               time_schedule="uniform-lambda", t_min=1.0, x_T=x_T, callback=lambda d: states.__setitem__(d["i"], d["x"]))
+               time_schedule="uniform-lambda-tmin", t_min=1.0, x_T=x_T, callback=lambda d: states.__setitem__(d["i"], d["x"]))
         errs.append(((states[n - 2] - mu).double() - ref).abs().max().item())
     slope = _fit_slope(ns, errs)
     assert slope > order - 0.4, (errs, slope)
@@ -193,7 +193,7 @@ def test_time_schedules():
             t = get_times(name, SDE, n)
             assert t.shape == (n + 1,) and t[0].item() == SDE.T and t[-1].item() == 0.0
             assert (t.diff() < 0).all(), name
-    t = get_times("uniform-lambda", SDE, 10)
+    t = get_times("uniform-lambda-tmin", SDE, 10)
     lam = SDE.half_log_snr(t[:-1])
     assert torch.allclose(lam.diff(), lam.diff()[0].expand(9), atol=1e-9)
     # lambda_min clips the start when lambda(T) is below it

@@ -26,10 +26,19 @@ Numerical care (DESIGN section 4, "known traps"):
   reverse SDE) take the step instead in u = sigma_bar / alpha, where t = 0 is the finite point
   u = 0 and a multistep polynomial for eps integrates exactly (`final_step_weights`); on
   `linspace`, whose last step is long, this lowers W1 by up to 30% at NFE 5 (docs/SAMPLERS.md).
+  The noise-form SDE keeps this step too, where the official MR Sampler ends with an SDE step to
+  its finite lambda(0): that step re-injects noise of about sigma_bar / alpha of the last positive
+  time, which happens to restore the spread on laws wider than that noise (held-out law, linspace
+  NFE 20: W1 0.0014 against 0.0025) and spreads narrower laws about 10-fold (std 0.01: 0.046
+  against 0.0024); benchmarks/official_cells.py section 11, tests/test_official_rules.py.
 - The ODE in the noise form ends its last step at u = sigma_bar / alpha = 1/510 (noise of half an
   8-bit grey level, lambda = 6.23) with an ordinary lambda-space step of order <= 2 (the noise
-  form's coefficients stay bounded at any step size), then moves the state the rest of the way
-  to t = 0 with the newest eps (`_final_noise_step`). Its multistep polynomial in lambda, carried
+  form's coefficients stay bounded at any step size) and returns (x - mu) / alpha there
+  (`_final_noise_step`): what is left is noise of at most u |eps(u)|, and along the PF-ODE a smooth
+  law's eps tends to 0 as u -> 0. (Issue 9 moved the state on to t = 0 with the newest eps, an eps
+  of the previous evaluation point; stopping, as the official MR Sampler does at its finite
+  lambda(0), lowers the summed W1 of benchmarks/official_cells.py section 7 and closes the
+  noise-form ODE cells on linspace at NFE 10, issue 18.) Its multistep polynomial in lambda, carried
   to lambda = inf, over-weights the slope term where a smooth law's eps decays to 0 as t -> 0;
   stopping at a finite lambda, as DPM-Solver's t_eps and the official MR Sampler do, damps it by
   (1 + h) e^{-h}. Summed W1 over the noise-form ODE-2/3 rows of the analytic benchmark falls by
@@ -54,11 +63,13 @@ MAX_ORDER = {"ode": 3, "sde": 2}
 CORRECTORS = ("none", "unic")
 # Order lowering near t = 0 only for short runs, as DPM-Solver's code (steps < 10) and the official
 # MR Sampler do. Measured (docs/SAMPLERS.md), the effect at NFE >= 10 is mixed: it fixes ODE-3 on
-# uniform-lambda at NFE 10 (W1 0.015 -> 0.010) and costs ODE-3 on linspace / quadratic-t.
+# uniform-lambda-tmin at NFE 10 (W1 0.015 -> 0.010) and costs ODE-3 on linspace / quadratic-t.
 LOWER_ORDER_BELOW_NFE = 10
 UNIC_VARIANTS = ("bh1", "bh2", "exact")
 # Where the noise-form ODE's last lambda-space step ends: u = sigma_bar / alpha of half an 8-bit grey level.
 NOISE_FORM_END_U = 0.5 / 255
+# Whether the noise-form ODE then moves on to t = 0 with the newest eps (issue 9) or stops there (issue 18).
+NOISE_FORM_END_CARRY = False
 
 
 def ends_at_noise_form_end(solver: str, parameterization: str, corrector: str) -> bool:
@@ -210,12 +221,14 @@ def _final_step_in_u(x, mu, a_s: float, lams: list[float], eps_hist: list[torch.
 
 def _final_noise_step(x, mu, sde, a_s: float, sb_s: float, lams: list[float], eps_hist: list[torch.Tensor]):
     """The noise-form ODE's step into t = 0: a lambda-space step of len(eps_hist) orders to
-    u = NOISE_FORM_END_U, then (x - mu) / alpha - u eps_0 with the newest eps for the rest."""
+    u = NOISE_FORM_END_U, returning mu + (x - mu) / alpha there (with NOISE_FORM_END_CARRY, minus
+    u eps_0 with the newest eps for the rest of the way)."""
     lam_e = -math.log(NOISE_FORM_END_U)
     a_e = sde.alpha(sde.t_from_lambda(torch.tensor(lam_e, dtype=torch.float64))).item()
     coeffs = mr_step_coefficients("ode", "noise", lams, lam_e, a_s, a_e, sb_s, a_e * NOISE_FORM_END_U)
     x_e = _apply(x, mu, eps_hist, coeffs, None)
-    return mu + (x_e - mu) / a_e - NOISE_FORM_END_U * eps_hist[0]
+    x0 = mu + (x_e - mu) / a_e
+    return x0 - NOISE_FORM_END_U * eps_hist[0] if NOISE_FORM_END_CARRY else x0
 
 
 @torch.no_grad()
