@@ -111,9 +111,16 @@ def _dry_run(restorer, sampler: dict) -> None:
     from mrlight.sampling import OptionError, sample, sampler_options
 
     mu = torch.zeros(1, 3, 8, 8)
+    model_fn = lambda x, m, t: torch.zeros_like(x)  # noqa: E731
+    if sampler.get("sampler") == "distilled":
+        if restorer.distill is None:
+            raise ConfigError("sampler.sampler=distilled needs a distilled student checkpoint (train.py "
+                              "distill.teacher=...); this checkpoint is a diffusion model")
+        from mrlight.student import distilled_from_config
+
+        model_fn = distilled_from_config(model_fn, restorer.sde, restorer.distill)
     try:
-        sample(lambda x, m, t: torch.zeros_like(x), mu, restorer.sde, prediction=restorer.prediction,
-               **sampler_options(sampler))
+        sample(model_fn, mu, restorer.sde, prediction=restorer.prediction, **sampler_options(sampler))
     except OptionError as err:
         value = sampler.get(err.option)
         raise ConfigError(f"sampler.{err.option}{f'={value!r}' if value is not None else ''}: {err}") from None

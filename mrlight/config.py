@@ -98,6 +98,10 @@ def load_config(argv: Iterable[str] = (), config_dir: Path | str = CONFIG_DIR) -
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve the configuration: {err}") from None
+    if OmegaConf.select(cfg, "distill.teacher"):  # a student run: the teacher's SDE, network and the k-call sampler
+        from mrlight.student import apply_teacher
+
+        apply_teacher(cfg)
     check_values(cfg)
     return cfg
 

@@ -159,8 +159,10 @@ class Restorer:
     """
 
     def __init__(self, net: torch.nn.Module, sde: MRSDE, prediction: str, sampler: dict, seed: int = 0,
-                 precision: str | int = "32", compile: bool = False, channels_last: bool = False):
+                 precision: str | int = "32", compile: bool = False, channels_last: bool = False,
+                 distill: dict | None = None):
         self.net = net.eval().requires_grad_(False)
+        self.distill = dict(distill) if distill else None  # a distilled student's times and step rule
         self.sde = sde
         self.prediction = prediction
         self.sampler = dict(sampler)
@@ -196,7 +198,7 @@ class Restorer:
         objective = cfg["objective"]["prediction"]
         prediction = "noise" if objective == "matching" else objective
         return cls(net, sde, prediction, cfg["sampler"], seed=seed, precision=precision, compile=compile,
-                   channels_last=channels_last)
+                   channels_last=channels_last, distill=cfg.get("distill") if cfg.get("distill", {}).get("times") else None)
 
     def _forward(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
         """One network call with the inference options (autocast, channels_last, compile)."""
@@ -233,6 +235,13 @@ class Restorer:
         self._keep_edges_float32(lq.shape[1])
         conditioning = self._conditioning if hasattr(self.net, "global_conditioning") else None
         model_fn = self._forward if not tile else tiled(self._forward, int(tile), int(tile_overlap), conditioning)
+        if opts.get("sampler") == "distilled":  # the student's k-call restorer around the (tiled, autocast) call
+            if self.distill is None:
+                raise ValueError("sampler.sampler=distilled needs a distilled student checkpoint (train.py "
+                                 "distill.teacher=...); this checkpoint is a diffusion model")
+            from mrlight.student import distilled_from_config
+
+            model_fn = distilled_from_config(model_fn, self.sde, self.distill)
         seed = self.seed if seed is None else int(seed)
         generator = torch.Generator(device=lq.device).manual_seed(seed + zlib.crc32(name.encode()))
         try:

@@ -76,15 +76,41 @@ class MRDiffusionModule(pl.LightningModule):
         self.test_metrics = torch.nn.ModuleDict({name: RestorationMetrics(lpips=lp)
                                                  for name, _ in self.test_samplers()})
         self._generator: torch.Generator | None = None
+        # Distillation (mrlight.student, docs/DISTILL.md): self.net is the student; the teacher is loaded
+        # in setup, kept out of the module's parameters (not trained, not averaged, not saved).
+        distill = config.get("distill") or {}
+        self.distill_cfg = distill if distill.get("teacher") else None
+        self.distiller = None
+        if self.distill_cfg is not None:
+            self.teacher_metrics = RestorationMetrics(lpips=lp)
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        self._setup_teacher()
         # After the callbacks' setup, so the EMA copy holds the plain (uncompiled) network.
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.cfg.get("compile") and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True
+
+    def _setup_teacher(self) -> None:
+        """Load the teacher (frozen, eval) and the distillation method's state (mrlight.distill.Distiller)."""
+        if self.distill_cfg is None or self.distiller is not None:
+            return
+        from mrlight.checkpoint import load_checkpoint, network_from_checkpoint
+        from mrlight.distill import Distiller
+        from mrlight.student import teacher_prediction
+
+        d = self.distill_cfg
+        ckpt = load_checkpoint(d["teacher"])
+        teacher = network_from_checkpoint(ckpt, d["teacher"]).to(self.device).eval().requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher)  # not a submodule
+        self.teacher_prediction = teacher_prediction(ckpt["hyper_parameters"]["config"])
+        iterations = self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0 else None
+        self.distiller = Distiller(self.teacher, self, self.sde, calls=int(d["calls"]), prediction=self.teacher_prediction,
+                                   method=d["method"], times=list(d["times"]), student_prediction=d["student_prediction"],
+                                   step=d["step"], iterations=iterations, teacher_nfe=int(d["teacher_nfe"]))
 
     def _train_generator(self) -> torch.Generator:
         """The generator of this batch's time and noise draws, re-seeded from the batch count.
@@ -120,7 +146,10 @@ class MRDiffusionModule(pl.LightningModule):
                               x_t=x_t, t=t, noise=noise)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.model_step(batch)
+        if self.distiller is not None:  # the student's loss against the teacher's trajectories
+            loss = self.distiller.loss(batch["lq"].float(), generator=self._train_generator(), step=self.global_step)
+        else:
+            loss = self.model_step(batch)
         bad = (~torch.isfinite(loss.detach())).float()
         if self.trainer.world_size > 1:  # every rank stops at the same step, or DDP would hang
             bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
@@ -128,6 +157,10 @@ class MRDiffusionModule(pl.LightningModule):
             raise NonFiniteLossError(self.global_step)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["gt"].shape[0])
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.distiller is not None:
+            self.distiller.after_step(self.global_step)
 
     def configure_optimizers(self):
         o = self.cfg["optim"]
@@ -142,7 +175,12 @@ class MRDiffusionModule(pl.LightningModule):
         opts.update(overrides)
         key = "|".join(map(str, names)).encode()
         generator = torch.Generator(device=lq.device).manual_seed(int(self.cfg["seed"]) + zlib.crc32(key))
-        return sample(self, lq.float(), self.sde, prediction=self.prediction, generator=generator, **opts)
+        model = self
+        if opts.get("sampler") == "distilled":
+            from mrlight.student import distilled_from_config
+
+            model = distilled_from_config(self, self.sde, self.distill_cfg or self.cfg["distill"])
+        return sample(model, lq.float(), self.sde, prediction=self.prediction, generator=generator, **opts)
 
     def _timed_restore(self, lq, names, **kw) -> tuple[torch.Tensor, float]:
         if lq.is_cuda:
@@ -158,6 +196,13 @@ class MRDiffusionModule(pl.LightningModule):
         lq, gt = batch["lq"], batch["gt"]
         restored, seconds = self._timed_restore(lq, batch["name"])
         self.val_metrics.update(restored, gt, lq=lq, seconds=seconds)
+        if self.distiller is not None:  # the teacher at MR@10 beside the student, same images and prior
+            key = "|".join(map(str, batch["name"])).encode()
+            generator = torch.Generator(device=lq.device).manual_seed(int(self.cfg["seed"]) + zlib.crc32(key))
+            start = time.perf_counter()
+            teacher = sample(self.teacher, lq.float(), self.sde, prediction=self.teacher_prediction, nfe=10,
+                             generator=generator).clamp(0, 1)
+            self.teacher_metrics.update(teacher, gt, lq=lq, seconds=time.perf_counter() - start)
         return {"restored": restored}  # for mrlight.callbacks.ValidationPanels
 
     def on_validation_epoch_end(self) -> None:
@@ -166,6 +211,11 @@ class MRDiffusionModule(pl.LightningModule):
         if not self.trainer.sanity_checking:
             # Identical on every rank already; logged everywhere so ModelCheckpoint can monitor it.
             self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=False)
+        if self.distiller is not None:
+            teacher = self.teacher_metrics.compute()
+            self.teacher_metrics.reset()
+            if not self.trainer.sanity_checking:
+                self.log_dict({f"val/teacher_mr10/{k}": v for k, v in teacher.items()}, sync_dist=False)
 
     # -- test ------------------------------------------------------------------------------------
     def test_samplers(self) -> list[tuple[str, dict]]:

@@ -258,6 +258,22 @@ def check_sampler(cfg: DictConfig) -> None:
 
     sde = build_sde(cfg.sde)
     block = OmegaConf.to_container(cfg.sampler, resolve=True)
+    if block.get("sampler") == "distilled":
+        distill = OmegaConf.to_container(cfg.distill, resolve=True) if "distill" in cfg else {}
+        if not distill.get("times"):
+            raise ConfigError("sampler.sampler='distilled' is the sampler of a distilled student: train one with "
+                              "distill.teacher=CKPT (its checkpoint then restores with sample.py ckpt=STUDENT.ckpt)")
+        from mrlight.student import distilled_from_config
+
+        student = distilled_from_config(lambda x, m, t: torch.zeros_like(x), sde, distill)
+        extra = {k: v for k, v in sampler_options(block).items() if k not in ("sampler", "nfe")}
+        try:
+            sample(student, torch.zeros(1, 3, 8, 8), sde, sampler="distilled", nfe=block.get("nfe"), **extra)
+        except OptionError as err:
+            value = block.get(err.option)
+            raise ConfigError(f"sampler.{err.option}{f'={value!r}' if value is not None else ''} "
+                              f"(sampler 'distilled'): {err}") from None
+        return
     prediction = {"matching": "noise"}.get(cfg.objective.prediction, cfg.objective.prediction)
     sampler = block.get("sampler") or "mr"
     try:
