@@ -28,6 +28,7 @@ from mrlight import parameterization as P
 from mrlight.errors import NonFiniteError
 from mrlight.sampling.baselines import sample_euler, sample_heun, sample_posterior
 from mrlight.sampling.common import Denoiser, dynamic_threshold
+from mrlight.sampling.distilled import Distilled, sample_distilled
 from mrlight.sampling.mr import CORRECTORS, MAX_ORDER, UNIC_VARIANTS, sample_mr
 from mrlight.sampling.optimize import optimize_times as _optimize_times
 from mrlight.sampling.schedules import (DEFAULT_T_MIN, T_MIN_SCHEDULES, TIME_SCHEDULE_NAMES, TIME_SCHEDULES,
@@ -41,6 +42,7 @@ SAMPLERS: dict[str, Callable] = {
     "posterior": sample_posterior,
     "euler": sample_euler,
     "heun": sample_heun,
+    "distilled": sample_distilled,  # a student of mrlight.distill: model_fn is its `Distilled` module
 }
 SOLVERS = ("ode", "sde")
 PARAMETERIZATIONS = ("noise", "data")
@@ -49,14 +51,17 @@ PARAMETERIZATIONS = ("noise", "data")
 MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=DEFAULT_T_MIN)
 
 _SCHEDULE = dict(time_schedule=None, lambda_min=None, t_min=None)
+# Added for noise-prediction networks (`noise_network_defaults`), measured in docs/results/noise_remedies.md.
+NOISE_NETWORK_DEFAULTS = dict(thresholding=True, threshold_max=1.0, t_start=60.0)
 # Every option each sampler takes, with its default (None: decided from the other options).
 SAMPLER_OPTIONS: dict[str, dict] = {
     "mr": dict(solver="ode", order=None, parameterization="data", **_SCHEDULE, lower_order_final=True,
                denoise_last=False, final_order=None, corrector="none", unic_variant=None, thresholding=False,
-               threshold_ratio=0.995, threshold_max=1.5),
+               threshold_ratio=0.995, threshold_max=1.5, t_start=None),
     "posterior": dict(_SCHEDULE),
     "euler": dict(solver="sde", **_SCHEDULE),
     "heun": dict(_SCHEDULE),
+    "distilled": {},  # the student's times and step rule are part of the distilled model
 }
 
 __all__ = ["sample", "sampler_options", "SAMPLERS", "SAMPLER_OPTIONS", "SOLVERS", "PARAMETERIZATIONS",
@@ -147,6 +152,34 @@ def _check_mr(o: dict) -> None:
         o["time_schedule"] = MR_DEFAULTS["time_schedule"]
 
 
+def _check_t_start(o: dict, sde: MRSDE) -> None:
+    """`t_start` (mr): a number in (t_min, T] with a named time schedule, not with lambda_min."""
+    ts, schedule = o["t_start"], o["time_schedule"]
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 < ts <= sde.T:
+        raise OptionError("t_start", f"t_start must be a time in (0, T={sde.T}], got {ts!r}")
+    if not (isinstance(schedule, str) and schedule in TIME_SCHEDULES):
+        raise OptionError("t_start", f"t_start applies to the named time schedules ({', '.join(TIME_SCHEDULES)}), "
+                                     f"not to time_schedule={schedule!r} (an explicit list sets its own start)")
+    if o["lambda_min"] is not None:
+        raise OptionError("t_start", "give t_start or lambda_min, not both (each sets the start time)")
+    t_min = DEFAULT_T_MIN if o["t_min"] is None else o["t_min"]
+    if schedule in T_MIN_SCHEDULES and not 0 < t_min < ts:
+        raise OptionError("t_start", f"t_start={ts!r} must be above t_min={t_min!r}, the last positive time of "
+                                     f"time_schedule={schedule!r}")
+
+
+def noise_network_defaults(prediction: str) -> dict:
+    """Options of the MR Sampler to add for a network that predicts `prediction` (empty unless "noise").
+
+    A noise network's data estimate x0_hat = mu + (x_t - mu - sigma_bar eps_hat) / alpha multiplies the
+    error of eps_hat by sigma_bar / alpha (about 40 at t = T for max_sigma 50), and the PF-ODE carries the
+    early errors to the end (docs/results/noise_remedies.md). The remedies measured to win there:
+    NOISE_NETWORK_DEFAULTS. Options the caller sets explicitly take precedence over these.
+    """
+    P.check_prediction(prediction)
+    return dict(NOISE_NETWORK_DEFAULTS) if prediction == "noise" else {}
+
+
 def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "mr", nfe: int | None = None,
            prediction: str = "noise", x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
            callback: Callable | None = None, **options) -> torch.Tensor:
@@ -156,7 +189,8 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         model_fn: network callable `(x_t, mu, t) -> output`, output of type `prediction`.
         mu: degraded images; the prior is N(mu, max_sigma^2).
         sde: the `MRSDE` the network was trained with.
-        sampler: one of `SAMPLERS` ("mr", "posterior", "euler", "heun").
+        sampler: one of `SAMPLERS` ("mr", "posterior", "euler", "heun", "distilled": `model_fn` is
+            a `Distilled` student of mrlight.distill, restoring in its own `calls` network calls).
         nfe: number of network evaluations (default 10 for "mr", T for the baselines).
         prediction: what the network predicts: "noise", "data" or "velocity".
         x_T: the starting state; None draws N(mu, max_sigma^2) from `generator`.
@@ -167,13 +201,14 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
             "linspace" otherwise; for mr also "optimized" (stored tuned steps, `step_tables`), a YAML
             file of times, or an explicit strictly decreasing list of nfe + 1 times from at most T
             to 0), `lambda_min` (named schedules: start where lambda(t) = lambda_min if lambda(T) is
-            smaller), `t_min` (last positive time of `uniform-lambda` and `karras-t`, default 3).
+            smaller), `t_min` (last positive time of `uniform-lambda-tmin` and `karras-t`, default 3;
+            `uniform-lambda` is the official MR Sampler's grid, which ends at its own finite lambda(0)).
             mr: `solver` "ode" | "sde"; `order` 1-3 (ODE) or 1-2 (SDE); `parameterization` "data"
             (x0) | "noise"; `lower_order_final` (below 10 steps, cap the order by the steps left,
             DPM-Solver's rule); `final_order` (order of the step into t = 0; default `order`, min(order,
             2) for the noise-form ODE without corrector; above 1 a multistep polynomial for eps in
             u = sigma_bar / alpha, or for the noise-form ODE without corrector a lambda-space step to
-            u = 1/510 and the newest eps from there); `corrector` "none" | "unic" (UniC, Zhao et al.
+            u = 1/510, where it stops); `corrector` "none" | "unic" (UniC, Zhao et al.
             2023, no extra NFE) with `unic_variant` "bh1" | "bh2" | "exact" (default bh2 for the data
             form, bh1 for the noise form); `denoise_last` (return x0_hat of the last evaluation);
             `thresholding` (dynamic thresholding of x0_hat, data form) with `threshold_ratio`,
@@ -188,6 +223,8 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     """
     o = _options(sampler, options)
     P.check_prediction(prediction)
+    if sampler == "distilled":
+        return _sample_distilled(model_fn, mu, sde, nfe, x_T, generator, callback)
     is_mr = sampler == "mr"
     if is_mr:
         _check_mr(o)
@@ -196,6 +233,8 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         if "solver" in o:
             _choice("solver", o["solver"], SOLVERS)
     _check_schedule(o, sampler)
+    if is_mr and o["t_start"] is not None:
+        _check_t_start(o, sde)
     if nfe is None:
         nfe = MR_DEFAULTS["nfe"] if is_mr else sde.T
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
@@ -218,8 +257,17 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
 
     steps = (nfe + 1) // 2 if sampler == "heun" else nfe
     t_min = DEFAULT_T_MIN if o["t_min"] is None else o["t_min"]
+    t_start = o.get("t_start")
+    if t_start is not None:
+        # The prior moved to t_start by the MR marginal's noise scale: the exact first-order step
+        # T -> t_start with x0_hat = mu (its dropped term alpha(t_start) (x0 - mu) is small where alpha is).
+        sb = sde.sigma_bar(torch.tensor([float(t_start), float(sde.T)], dtype=torch.float64))
+        x = mu + (sb[0] / sb[1]).item() * (x - mu)
+        times = TIME_SCHEDULES[o["time_schedule"]](sde, steps, float(t_start), min(t_min, float(t_start)))
+    else:
+        times = None
     try:
-        times = resolve_times(o["time_schedule"], sde, steps, lambda_min=o["lambda_min"], t_min=t_min,
+        times = times if times is not None else resolve_times(o["time_schedule"], sde, steps, lambda_min=o["lambda_min"], t_min=t_min,
                               order=o.get("order") or 1, corrector=o.get("corrector", "none"),
                               settings={k: o[k] for k in ("order", "corrector", "solver", "parameterization")
                                         if k in o})
@@ -230,10 +278,25 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     denoiser = Denoiser(model_fn, mu, sde, prediction, o.get("thresholding", False),
                         o.get("threshold_ratio", 0.995), o.get("threshold_max", 1.5))
     kwargs = {k: v for k, v in o.items() if k not in ("time_schedule", "lambda_min", "t_min", "thresholding",
-                                                      "threshold_ratio", "threshold_max")}
+                                                      "threshold_ratio", "threshold_max", "t_start")}
     out = SAMPLERS[sampler](denoiser, x, mu, times, generator=generator, callback=callback, **kwargs)
     assert denoiser.nfe == nfe, (denoiser.nfe, nfe)
     return out
+
+
+def _sample_distilled(D, mu, sde, nfe, x_T, generator, callback) -> torch.Tensor:
+    """sampler="distilled": the student's own k-call restorer (mrlight.sampling.distilled)."""
+    if not isinstance(D, Distilled):
+        raise OptionError("sampler", f"sampler 'distilled' restores with a distilled model (mrlight.distill.distill, "
+                                     f"or a student checkpoint), got {type(D).__name__}")
+    nfe = D.calls if nfe is None else nfe
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe != D.calls:
+        raise OptionError("nfe", f"this distilled model restores in {D.calls} network call(s); got nfe={nfe!r} "
+                                 f"(use nfe={D.calls})")
+    _check_images("mu", mu)
+    if x_T is not None:
+        _check_images("x_T", x_T)
+    return sample_distilled(D, mu, sde, nfe=nfe, x_T=x_T, generator=generator, callback=callback)
 
 
 def optimize_times(sde: MRSDE, nfe: int, **kwargs):
