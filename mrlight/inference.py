@@ -231,7 +231,10 @@ class Restorer:
         (default: the Restorer's) plus crc32(`name`), so an image restores the same under the same name."""
         single = lq.dim() == 3
         lq = (lq[None] if single else lq).to(self.device, torch.float32)
-        opts = sampler_options({**self.sampler, **sampler_overrides})
+        base = self.sampler  # the stored settings belong to the stored sampler: another one starts from its defaults
+        if sampler_overrides.get("sampler", base.get("sampler", "mr")) != base.get("sampler", "mr"):
+            base = {}
+        opts = sampler_options({**base, **sampler_overrides})
         self._keep_edges_float32(lq.shape[1])
         conditioning = self._conditioning if hasattr(self.net, "global_conditioning") else None
         model_fn = self._forward if not tile else tiled(self._forward, int(tile), int(tile_overlap), conditioning)
