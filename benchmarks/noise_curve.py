@@ -1,6 +1,6 @@
 """Few-step sampling on a noise-prediction network, as it learns: PSNR, SSIM and the realism distance.
 
-    python benchmarks/noise_curve.py --runs /work/runs/denoise_noise [--data-run /work/runs/denoise_data]
+    python benchmarks/noise_curve.py --runs /work/runs/denoise_noise[,/work/runs/denoise_data]
     python benchmarks/noise_curve.py --ckpt checkpoints/<noise denoiser>.ckpt --table2     # the paper's Table 2
 
 Every checkpoint (step_<N>.ckpt of benchmarks/train_cpu_models.py) restores the same held-out colour
@@ -15,6 +15,20 @@ network learns, in PSNR and in swd?
 --table2 reproduces the MR Sampler paper's Table 2 on one checkpoint: noise-form vs data-form solver
 at NFE 5/10/20/50 and posterior@100.
 Writes benchmarks/out/<name>.{csv,md} and docs/img/<name>.png.
+
+Issue 16, item 4 (why few-step sampling fails on a noise network, and what fixes it):
+
+    python benchmarks/noise_curve.py --x0-error --runs /work/runs/denoise_noise --steps 2000 \
+        --data-run /work/runs/denoise_data_refusion          # or --ckpt <a data checkpoint>
+    python benchmarks/noise_curve.py --remedies --runs /work/runs/denoise_noise,/work/runs/denoise_data_refusion \
+        --steps 2000,4000
+
+--x0-error: the mean |x0_hat(t) - x0| of each network's data estimate at x_t drawn from the MR marginal
+(t on a grid from T to 1, the same crops), with the clipped estimate, |eps_hat - eps|, the noisy input's
+|mu - x0| and the term alpha(t) |x0 - mu| that a start at t < T drops (table noise_x0_error.md, plot
+docs/img/noise_x0_error.png). --remedies: every checkpoint restores the crops with each remedy of
+REMEDIES (clipping / dynamic thresholding of x0_hat, lower order or denser first steps, a later start
+`t_start`, the stochastic MR SDE) and the posterior baselines (table noise_remedies.md).
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ from real_data import load_average, machine, test_subset  # noqa: E402
 from mrlight.checkpoint import load_checkpoint, network_from_checkpoint  # noqa: E402
 from mrlight.metrics import RestorationMetrics  # noqa: E402
 from mrlight.objectives import output_of  # noqa: E402
-from mrlight.sampling import sample  # noqa: E402
+from mrlight.sampling import noise_network_defaults, sample  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
 DATA = dict(sampler="mr", solver="ode", order=2, parameterization="data")
@@ -53,6 +67,41 @@ SAMPLERS = [
 TABLE2 = [(form, nfe, opts) for form, opts in (("MR noise", NOISE), ("MR data", DATA)) for nfe in (5, 10, 20, 50)]
 TABLE2 += [("posterior", 100, dict(sampler="posterior"))]
 METRICS = ("psnr", "ssim", "swd")
+
+
+def _mr(**opts) -> dict:
+    return {**dict(sampler="mr", solver="ode", order=2, parameterization="data"), **opts}
+
+
+CLIP = dict(thresholding=True, threshold_max=1.0)  # dynamic thresholding with s = 1: a plain clip to [0, 1]
+SDE2 = dict(solver="sde", order=2)
+# Issue 16, item 4: remedies for few-step sampling on a noise network (data form unless said).
+REMEDIES = [
+    ("default", 10, _mr()),
+    ("(a) clip", 10, _mr(**CLIP)),
+    ("(b) dyn-thr", 10, _mr(thresholding=True)),
+    ("(c) order 1", 10, _mr(order=1)),
+    ("(c) linspace", 10, _mr(time_schedule="linspace")),
+    ("(c) uniform-lambda", 10, _mr(time_schedule="uniform-lambda")),
+    ("(c) clip uniform-lambda", 10, _mr(time_schedule="uniform-lambda", **CLIP)),
+    *[(f"(d) t_start={ts}", 10, _mr(t_start=ts)) for ts in (70, 60, 50)],
+    ("(d') clip lambda_min=0", 10, _mr(lambda_min=0.0, **CLIP)),  # starts at t = 60.5 from x_T itself
+    *[(f"(a+d) clip t_start={ts}", 10, _mr(t_start=ts, **CLIP)) for ts in (80, 70, 60, 50, 40)],
+    # what mrlight.sampling.noise_network_defaults adds for a noise network (IR-SDE's standard SDE)
+    ("noise_network_defaults", 10, _mr(**noise_network_defaults("noise", MRSDE()))),
+    ("(e) SDE-2", 10, _mr(**SDE2)),
+    ("(e) SDE-2 clip", 10, _mr(**SDE2, **CLIP)),
+    *[(f"(e) SDE-2 clip t_start={ts}", 10, _mr(**SDE2, **CLIP, t_start=ts)) for ts in (70, 60, 50)],
+    ("default", 5, _mr()),
+    ("(a) clip", 5, _mr(**CLIP)),
+    *[(f"(a+d) clip t_start={ts}", 5, _mr(t_start=ts, **CLIP)) for ts in (70, 60, 50)],
+    ("noise_network_defaults", 5, _mr(**noise_network_defaults("noise", MRSDE()))),
+    ("(e) SDE-2 clip t_start=60", 5, _mr(**SDE2, **CLIP, t_start=60)),
+    ("default", 20, _mr()),
+    ("noise_network_defaults", 20, _mr(**noise_network_defaults("noise", MRSDE()))),
+    *[(f"(a+d) clip t_start={ts}", 20, _mr(t_start=ts, **CLIP)) for ts in (60, 50)],
+    ("posterior", 20, dict(sampler="posterior")), ("posterior", 100, dict(sampler="posterior")),
+]
 
 
 def checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -134,11 +183,102 @@ def table(rows: list[dict], keys: list[str], lq_row: dict, gap: bool) -> list[st
     return lines
 
 
+X0_ERROR_TIMES = 20  # t from T down to 1
+
+
+@torch.inference_mode()
+def x0_error(path: Path, lq, gt, draws: int, seed: int) -> list[dict]:
+    """Per t (X0_ERROR_TIMES values from T to 1): mean |x0_hat - x0|, the same clipped to [0, 1], and
+    mean |eps_hat - eps| at x_t = mu + alpha (x0 - mu) + sigma_bar z; the same z for every network."""
+    from mrlight.sampling.common import Denoiser
+
+    net, sde, prediction, _ = load(path)
+    rows = []
+    for t in torch.linspace(float(sde.T), 1.0, X0_ERROR_TIMES, dtype=torch.float64).tolist():
+        den = Denoiser(net, lq, sde, prediction)
+        acc = dict(x0=0.0, clip=0.0, eps=0.0)
+        for d in range(draws):
+            z = torch.randn(gt.shape, generator=torch.Generator().manual_seed(seed + 1000 * d))
+            x_t = sde.q_sample(gt, lq, torch.tensor(t, dtype=torch.float64), z)
+            out = den(x_t, t, 0)
+            x0, eps = den.data(out, x_t, t), den.noise(out, x_t, t)
+            acc["x0"] += (x0 - gt).abs().mean().item() / draws
+            acc["clip"] += (x0.clamp(0, 1) - gt).abs().mean().item() / draws
+            acc["eps"] += (eps - z).abs().mean().item() / draws
+        a, sb = den.schedule_at(t)
+        rows.append(dict(t=t, alpha=a, sb_over_a=sb / a, sigma_bar=sb, dropped=a * (gt - lq).abs().mean().item(), **acc))
+    return rows
+
+
+def x0_error_report(results: dict[str, tuple[str, list[dict]]], lq, gt, a, invoked: str, started: str) -> list[str]:
+    """The table (one column group per checkpoint) and docs/img/<name>.png."""
+    from matplotlib.figure import Figure
+
+    names = list(results)
+    first = results[names[0]][1]
+    input_err = (lq - gt).abs().mean().item()
+    lines = [f"- Command: `{invoked}`",
+             f"- Machine: {machine()}; load average {started} at the start, {load_average()} at the end",
+             f"- {len(lq)} center crops of {a.crop} px of CBSD68, sigma 25; x_t = mu + alpha (x0 - mu) + sigma_bar z, "
+             f"{a.draws} draws of z per t (seeds {a.seed} + 1000 k, the same for every network)",
+             f"- Cells: mean |x0_hat - x0| (clipped to [0, 1]) / mean |eps_hat - eps|; the noisy input's |mu - x0| is "
+             f"{input_err:.4f}; `alpha |x0-mu|` is the term a start at t_start = t drops from the marginal", "",
+             "| t | alpha | sigma_bar/alpha | alpha abs(x0-mu) | " + " | ".join(
+                 f"{n} ({results[n][0]})" for n in names) + " |",
+             "|---" * (4 + len(names)) + "|"]
+    for i, r in enumerate(first):
+        cells = " | ".join(f"{results[n][1][i]['x0']:.4f} ({results[n][1][i]['clip']:.4f}) / {results[n][1][i]['eps']:.4f}"
+                           for n in names)
+        lines.append(f"| {r['t']:.1f} | {r['alpha']:.4f} | {r['sb_over_a']:.3f} | {r['dropped']:.4f} | {cells} |")
+    fig = Figure(figsize=(10.5, 4.8), dpi=100)
+    ax = fig.subplots()
+    ts = [r["t"] for r in first]
+    for n in names:
+        rows = results[n][1]
+        line, = ax.plot(ts, [r["x0"] for r in rows], "-o" if results[n][0] == "noise" else "-s", ms=3,
+                        label=f"{n} ({results[n][0]})")
+        if results[n][0] == "noise":  # a data network's estimate hardly leaves [0, 1]
+            ax.plot(ts, [r["clip"] for r in rows], "--", color=line.get_color(), lw=1, label=f"{n}, clipped to [0, 1]")
+    ax.axhline(input_err, color="gray", ls="--", lw=1, label="noisy input |mu - x0|")
+    ax.plot(ts, [r["dropped"] for r in first], ":", color="black", lw=1, label="alpha(t) |x0 - mu| (dropped by t_start)")
+    t_start = noise_network_defaults("noise", MRSDE())["t_start"]
+    ax.axvline(t_start, color="black", lw=0.8, alpha=0.5, label=f"t_start of noise_network_defaults ({t_start:g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("t (grid units; T = 100 is the prior)")
+    ax.set_ylabel("mean |x0_hat(t) - x0|")
+    ax.set_title(f"data estimate error along t: {len(lq)} CBSD68 crops {a.crop}px, sigma 25", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(a.img_dir / f"{a.name or 'noise_x0_error'}.png")
+    return lines
+
+
+def remedies_table(rows: list[dict], keys: list[str], lq_row: dict) -> list[str]:
+    """Rows: remedy@nfe; columns: checkpoints; cells PSNR / SSIM / swd and the PSNR gap to posterior@100."""
+    cols = [f"{r['run']} {r['step']}" for r in rows]
+    lines = ["| remedy @ NFE | " + " | ".join(cols) + " |", "|---" * (1 + len(cols)) + "|",
+             "| noisy input | " + " | ".join(f"{lq_row['psnr']:.2f} / {lq_row['ssim']:.3f} / {lq_row['swd']:.1f}"
+                                            for _ in cols) + " |"]
+    for k in keys:
+        cells = []
+        for r in rows:
+            v, ref = r[k], r.get("posterior@100")
+            gap = f" ({v['psnr'] - ref['psnr']:+.2f})" if ref and k != "posterior@100" else ""
+            cells.append(f"{v['psnr']:.2f}{gap} / {v['ssim']:.3f} / {v['swd']:.1f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default="", help="comma-separated run folders (step_<N>.ckpt files)")
-    p.add_argument("--ckpt", type=Path, default=None, help="one checkpoint (with --table2)")
+    p.add_argument("--ckpt", type=Path, action="append", default=[],
+                   help="a checkpoint (repeatable; --table2 uses the first)")
     p.add_argument("--table2", action="store_true", help="the MR Sampler paper's Table 2 on --ckpt")
+    p.add_argument("--x0-error", action="store_true", help="|x0_hat(t) - x0| along t per checkpoint (issue 16)")
+    p.add_argument("--remedies", action="store_true", help="the REMEDIES rows per checkpoint (issue 16)")
+    p.add_argument("--draws", type=int, default=2, help="noise draws per t (--x0-error)")
     p.add_argument("--name", default=None)
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
@@ -151,19 +291,31 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
-    name = a.name or ("noise_table2" if a.table2 else "noise_curve")
+    name = a.name or ("noise_table2" if a.table2 else "noise_x0_error" if a.x0_error else
+                      "noise_remedies" if a.remedies else "noise_curve")
     invoked = "python benchmarks/noise_curve.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     load_start, t0 = load_average(), time.perf_counter()
     lq, gt, names = test_subset(a, "denoise", 42)
     lq_row = input_metrics(lq, gt)
-    samplers = TABLE2 if a.table2 else SAMPLERS
+    samplers = TABLE2 if a.table2 else REMEDIES if a.remedies else SAMPLERS
     keys = [f"{label}@{nfe}" for label, nfe, _ in samplers]
-    targets = [("ckpt", 0, a.ckpt)] if a.ckpt else []
+    targets = [(path.stem, 0, path) for path in (a.ckpt[:1] if a.table2 else a.ckpt)]
     only = {int(s) for s in a.steps.split(",")} if a.steps else None
     for run in filter(None, a.runs.split(",")):
         targets += [(Path(run).name, step, path) for step, path in checkpoints(Path(run)) if not only or step in only]
     if not targets:
         sys.exit("nothing to evaluate: give --runs with step_<N>.ckpt files or --ckpt")
+    if a.x0_error:
+        results = {}
+        for run, step, path in targets:
+            label = f"{run} {step}" if step else run
+            results[label] = (load(path)[2], x0_error(path, lq, gt, a.draws, a.seed))
+            print(f"{label}: " + ", ".join(f"t={r['t']:.0f} {r['x0']:.3f}" for r in results[label][1]), flush=True)
+        a.name = name
+        lines = x0_error_report(results, lq, gt, a, invoked, load_start)
+        (a.out / f"{name}.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     rows, curves = [], {}
     for run, step, path in targets:
         start = time.perf_counter()
@@ -180,16 +332,18 @@ def main(argv=None) -> None:
             for k in keys:
                 w.writerow([r["run"], r["step"], k, *(r[k][m] for m in METRICS)])
     gap = "MR data@10" in keys and "posterior@100" in keys
+    body = remedies_table(rows, keys, lq_row) if a.remedies else table(rows, keys, lq_row, gap)
     lines = [f"- Command: `{invoked}`",
              f"- Machine: {machine()}; load average {load_start} at the start, {load_average()} at the end; "
              f"evaluation took {(time.perf_counter() - t0) / 60:.1f} min",
              f"- Test crops: {len(names)} center crops of {a.crop} px of CBSD68 ({', '.join(names)}), sigma 25; "
              f"same prior x_T (seed {a.seed}+i per image) and SDE noise (seed {a.seed + 10000}) for every row",
-             "- Cells: PSNR (dB) / SSIM / swd (x1e3, lower is more realistic)", "",
-             *table(rows, keys, lq_row, gap)]
+             "- Cells: PSNR (dB) / SSIM / swd (x1e3, lower is more realistic)"
+             + ("; (PSNR gap to posterior@100 of the same checkpoint)" if a.remedies else ""), "",
+             *body]
     (a.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    if not a.table2 and any(len(points) > 1 for points, _ in curves.values()):
+    if not (a.table2 or a.remedies) and any(len(points) > 1 for points, _ in curves.values()):
         plot(curves, a.img_dir / f"{name}.png", f"noise-prediction denoiser: {len(names)} CBSD68 crops {a.crop}px, "
                                                   f"sigma 25, same prior per row")
 

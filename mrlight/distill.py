@@ -209,6 +209,10 @@ class Distiller:
             raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
         if not isinstance(sde, MRSDE):
             raise TypeError(f"sde must be an mrlight.sde.MRSDE, got {type(sde).__name__}")
+        if teacher_fn is student:
+            raise ValueError("the student is trained in place: pass a copy of the teacher (copy.deepcopy), not the teacher")
+        if isinstance(teacher_fn, nn.Module):
+            teacher_fn.eval()  # no dropout / batch statistics in the teacher's solves
         if not any(p.requires_grad for p in student.parameters()):
             raise ValueError("the student has no trainable parameters")
         if isinstance(teacher_nfe, bool) or not isinstance(teacher_nfe, int) or teacher_nfe < 1:
@@ -401,6 +405,9 @@ def distill(teacher_fn: Callable, student: nn.Module, sde: MRSDE, mu_fn: Callabl
     t0 = time.perf_counter()
     for it in range(iterations):
         mu = mu_fn(generator)
+        if not torch.is_tensor(mu) or not torch.is_floating_point(mu) or mu.dim() < 2:
+            raise TypeError(f"mu_fn must return a float tensor [B, C, H, W] of degraded images, got "
+                            f"{tuple(mu.shape) if torch.is_tensor(mu) else type(mu).__name__}")
         loss_value = dist.loss(mu, generator=generator, step=it)
         if not torch.isfinite(loss_value):
             raise FloatingPointError(f"distillation loss became non-finite at iteration {it}")

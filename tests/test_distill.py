@@ -197,3 +197,14 @@ def test_bad_arguments_name_the_valid_choices():
         distill(teacher, student, SDE, mu_fn, calls=2, iterations=1, step="sde")
     with pytest.raises(ValueError, match="renoise"):
         distill(teacher, student, SDE, mu_fn, calls=2, iterations=1, method="consistency", step="ode")
+
+
+def test_the_teacher_itself_is_refused_as_student_and_set_to_eval():
+    net = _student()
+    with pytest.raises(ValueError, match="copy"):
+        distill(net, net, SDE, mu_fn, calls=1, iterations=1, prediction="data")
+    teacher = _student(seed=1).train()
+    distill(teacher, _student(), SDE, mu_fn, calls=1, iterations=1, prediction="data", teacher_nfe=4)
+    assert not teacher.training
+    with pytest.raises(TypeError, match="mu_fn must return"):
+        distill(teacher, _student(), SDE, lambda g: [0.5], calls=1, iterations=1, prediction="data")

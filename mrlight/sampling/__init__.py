@@ -16,10 +16,16 @@ reverse SDE unless `solver="ode"` is asked for).
 MR defaults (see docs/SAMPLERS.md for the measurements behind them): ODE solver, second order, data
 parameterization, `karras-t` times with t_min = 3, order lowered on the final steps, NFE 10. The
 baselines default to IR-SDE's settings: nfe = T on the `linspace` grid.
+
+Noise-prediction networks: their data estimate multiplies the error of eps_hat by sigma_bar / alpha
+(about 40 at t = T for max_sigma 50), and the ODE carries the early errors to the end;
+`noise_network_defaults(prediction)` returns the MR options measured to fix most of that (clipping
+x0_hat to [0, 1], a later start `t_start`; docs/results/noise_remedies.md).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -51,8 +57,11 @@ PARAMETERIZATIONS = ("noise", "data")
 MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=DEFAULT_T_MIN)
 
 _SCHEDULE = dict(time_schedule=None, lambda_min=None, t_min=None)
-# Added for noise-prediction networks (`noise_network_defaults`), measured in docs/results/noise_remedies.md.
-NOISE_NETWORK_DEFAULTS = dict(thresholding=True, threshold_max=1.0, t_start=60.0)
+# Added for noise-prediction networks (`noise_network_defaults`), measured in docs/results/noise_remedies.md:
+# x0_hat clipped to [0, 1], and the start where sigma_bar / alpha, the factor by which an error of eps_hat
+# enters x0_hat, has fallen to NOISE_START_AMPLIFICATION (t_start = 69.2 on IR-SDE's grid, max_sigma 50).
+NOISE_NETWORK_DEFAULTS = dict(thresholding=True, threshold_max=1.0)
+NOISE_START_AMPLIFICATION = 2.0
 # Every option each sampler takes, with its default (None: decided from the other options).
 SAMPLER_OPTIONS: dict[str, dict] = {
     "mr": dict(solver="ode", order=None, parameterization="data", **_SCHEDULE, lower_order_final=True,
@@ -66,7 +75,8 @@ SAMPLER_OPTIONS: dict[str, dict] = {
 
 __all__ = ["sample", "sampler_options", "SAMPLERS", "SAMPLER_OPTIONS", "SOLVERS", "PARAMETERIZATIONS",
            "TIME_SCHEDULES", "TIME_SCHEDULE_NAMES", "CORRECTORS", "MR_DEFAULTS", "NonFiniteError", "OptionError",
-           "get_times", "check_times", "optimize_times", "optimized_times", "dynamic_threshold"]
+           "get_times", "check_times", "optimize_times", "optimized_times", "dynamic_threshold",
+           "noise_network_defaults", "NOISE_NETWORK_DEFAULTS", "NOISE_START_AMPLIFICATION"]
 
 
 class OptionError(ValueError):
@@ -159,7 +169,8 @@ def _check_t_start(o: dict, sde: MRSDE) -> None:
         raise OptionError("t_start", f"t_start must be a time in (0, T={sde.T}], got {ts!r}")
     if not (isinstance(schedule, str) and schedule in TIME_SCHEDULES):
         raise OptionError("t_start", f"t_start applies to the named time schedules ({', '.join(TIME_SCHEDULES)}), "
-                                     f"not to time_schedule={schedule!r} (an explicit list sets its own start)")
+                                     f"not to time_schedule={schedule!r} (optimized or explicit times set their "
+                                     f"own start)")
     if o["lambda_min"] is not None:
         raise OptionError("t_start", "give t_start or lambda_min, not both (each sets the start time)")
     t_min = DEFAULT_T_MIN if o["t_min"] is None else o["t_min"]
@@ -168,16 +179,23 @@ def _check_t_start(o: dict, sde: MRSDE) -> None:
                                      f"time_schedule={schedule!r}")
 
 
-def noise_network_defaults(prediction: str) -> dict:
+def noise_network_defaults(prediction: str, sde: MRSDE | None = None) -> dict:
     """Options of the MR Sampler to add for a network that predicts `prediction` (empty unless "noise").
 
     A noise network's data estimate x0_hat = mu + (x_t - mu - sigma_bar eps_hat) / alpha multiplies the
-    error of eps_hat by sigma_bar / alpha (about 40 at t = T for max_sigma 50), and the PF-ODE carries the
-    early errors to the end (docs/results/noise_remedies.md). The remedies measured to win there:
-    NOISE_NETWORK_DEFAULTS. Options the caller sets explicitly take precedence over these.
+    error of eps_hat by sigma_bar / alpha (39 at t = T for IR-SDE's cosine grid, eps = 0.005, max_sigma 50),
+    and the PF-ODE carries those early errors to the end. Measured to help (docs/results/noise_remedies.md):
+    clipping x0_hat to [0, 1] (`thresholding=True, threshold_max=1.0`) and starting at `t_start`, where
+    sigma_bar / alpha = NOISE_START_AMPLIFICATION (the `sde`'s time; default `MRSDE()`: t_start = 69.17),
+    from the prior moved there. Options the caller sets explicitly should take precedence over these.
     """
     P.check_prediction(prediction)
-    return dict(NOISE_NETWORK_DEFAULTS) if prediction == "noise" else {}
+    if prediction != "noise":
+        return {}
+    sde = sde if sde is not None else MRSDE()
+    lam = torch.tensor(-math.log(NOISE_START_AMPLIFICATION), dtype=torch.float64)
+    t_start = min(round(sde.t_from_lambda(lam).item(), 2), float(sde.T))
+    return dict(NOISE_NETWORK_DEFAULTS, t_start=t_start)
 
 
 def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "mr", nfe: int | None = None,
@@ -212,7 +230,12 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
             2023, no extra NFE) with `unic_variant` "bh1" | "bh2" | "exact" (default bh2 for the data
             form, bh1 for the noise form); `denoise_last` (return x0_hat of the last evaluation);
             `thresholding` (dynamic thresholding of x0_hat, data form) with `threshold_ratio`,
-            `threshold_max`.
+            `threshold_max` (`threshold_max=1.0`: a plain clip of x0_hat to [0, 1]); `t_start` (a time
+            in (t_min, T], named schedules only, not with lambda_min: start the sampler there, with the
+            prior draw x_T (given or drawn) moved to mu + sigma_bar(t_start)/sigma_bar(T) (x_T - mu), the
+            exact first-order step T -> t_start with x0_hat = mu; the schedule runs from t_start and all
+            nfe calls are made at t <= t_start; it drops alpha(t_start) (x0 - mu) from the marginal).
+            `noise_network_defaults(prediction)` gives the options measured to help noise networks.
             euler: `solver` "sde" (Euler-Maruyama of the reverse SDE, IR-SDE's `reverse_sde`) or
             "ode" (Euler of the probability-flow ODE). posterior and heun: the schedule options only.
 
@@ -258,23 +281,23 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
     steps = (nfe + 1) // 2 if sampler == "heun" else nfe
     t_min = DEFAULT_T_MIN if o["t_min"] is None else o["t_min"]
     t_start = o.get("t_start")
-    if t_start is not None:
-        # The prior moved to t_start by the MR marginal's noise scale: the exact first-order step
-        # T -> t_start with x0_hat = mu (its dropped term alpha(t_start) (x0 - mu) is small where alpha is).
-        sb = sde.sigma_bar(torch.tensor([float(t_start), float(sde.T)], dtype=torch.float64))
-        x = mu + (sb[0] / sb[1]).item() * (x - mu)
-        times = TIME_SCHEDULES[o["time_schedule"]](sde, steps, float(t_start), min(t_min, float(t_start)))
-    else:
-        times = None
     try:
-        times = times if times is not None else resolve_times(o["time_schedule"], sde, steps, lambda_min=o["lambda_min"], t_min=t_min,
-                              order=o.get("order") or 1, corrector=o.get("corrector", "none"),
-                              settings={k: o[k] for k in ("order", "corrector", "solver", "parameterization")
-                                        if k in o})
+        if t_start is not None:
+            times = TIME_SCHEDULES[o["time_schedule"]](sde, steps, float(t_start), min(t_min, float(t_start)))
+        else:
+            times = resolve_times(o["time_schedule"], sde, steps, lambda_min=o["lambda_min"], t_min=t_min,
+                                  order=o.get("order") or 1, corrector=o.get("corrector", "none"),
+                                  settings={k: o[k] for k in ("order", "corrector", "solver", "parameterization")
+                                            if k in o})
     except OptionError:
         raise
     except ValueError as err:
         raise OptionError("time_schedule", str(err)) from None
+    if t_start is not None:
+        # The prior moved to t_start by the MR marginal's noise scale: the exact first-order step T -> t_start
+        # with x0_hat = mu (it drops alpha(t_start) (x0 - mu), small against sigma_bar(t_start) where alpha is).
+        sb = sde.sigma_bar(torch.tensor([float(t_start), float(sde.T)], dtype=torch.float64))
+        x = mu + (sb[0] / sb[1]).item() * (x - mu)
     denoiser = Denoiser(model_fn, mu, sde, prediction, o.get("thresholding", False),
                         o.get("threshold_ratio", 0.995), o.get("threshold_max", 1.5))
     kwargs = {k: v for k, v in o.items() if k not in ("time_schedule", "lambda_min", "t_min", "thresholding",
