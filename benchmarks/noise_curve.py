@@ -129,7 +129,8 @@ def evaluate(path: Path, samplers, lq, gt, seed: int, extra: dict | None = None)
         m = RestorationMetrics(lpips="off")
         m.update(restored, gt)
         values = m.compute()
-        out[f"{label}@{nfe}"] = {k: float(values[k]) for k in METRICS}
+        per_image = -10 * torch.log10((restored - gt).pow(2).flatten(1).mean(1))  # for paired differences
+        out[f"{label}@{nfe}"] = {**{k: float(values[k]) for k in METRICS}, "psnr_per_image": per_image}
     return out
 
 
@@ -255,17 +256,23 @@ def x0_error_report(results: dict[str, tuple[str, list[dict]]], lq, gt, a, invok
 
 
 def remedies_table(rows: list[dict], keys: list[str], lq_row: dict) -> list[str]:
-    """Rows: remedy@nfe; columns: checkpoints; cells PSNR / SSIM / swd and the PSNR gap to posterior@100."""
+    """Rows: remedy@nfe; columns: checkpoints. Cells: PSNR (paired per-image difference to default@NFE,
+    mean +- standard error) / SSIM / swd; the last row of each checkpoint's posterior@100 is the reference."""
     cols = [f"{r['run']} {r['step']}" for r in rows]
     lines = ["| remedy @ NFE | " + " | ".join(cols) + " |", "|---" * (1 + len(cols)) + "|",
              "| noisy input | " + " | ".join(f"{lq_row['psnr']:.2f} / {lq_row['ssim']:.3f} / {lq_row['swd']:.1f}"
                                             for _ in cols) + " |"]
     for k in keys:
+        nfe = k.rsplit("@", 1)[1]
         cells = []
         for r in rows:
-            v, ref = r[k], r.get("posterior@100")
-            gap = f" ({v['psnr'] - ref['psnr']:+.2f})" if ref and k != "posterior@100" else ""
-            cells.append(f"{v['psnr']:.2f}{gap} / {v['ssim']:.3f} / {v['swd']:.1f}")
+            v, base = r[k], r.get(f"default@{nfe}")
+            paired = ""
+            if base is not None and k != f"default@{nfe}" and not k.startswith("posterior"):
+                d = v["psnr_per_image"] - base["psnr_per_image"]
+                se = d.std().item() / len(d) ** 0.5 if len(d) > 1 else float("nan")
+                paired = f" ({d.mean().item():+.2f} +- {se:.2f})"
+            cells.append(f"{v['psnr']:.2f}{paired} / {v['ssim']:.3f} / {v['swd']:.1f}")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return lines
 
@@ -339,7 +346,8 @@ def main(argv=None) -> None:
              f"- Test crops: {len(names)} center crops of {a.crop} px of CBSD68 ({', '.join(names)}), sigma 25; "
              f"same prior x_T (seed {a.seed}+i per image) and SDE noise (seed {a.seed + 10000}) for every row",
              "- Cells: PSNR (dB) / SSIM / swd (x1e3, lower is more realistic)"
-             + ("; (PSNR gap to posterior@100 of the same checkpoint)" if a.remedies else ""), "",
+             + ("; (PSNR difference to default@same NFE, per image: mean +- standard error)" if a.remedies else ""),
+             "",
              *body]
     (a.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
