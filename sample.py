@@ -108,7 +108,7 @@ def _dry_run(restorer, sampler: dict) -> None:
     import torch
 
     from mrlight.config import ConfigError
-    from mrlight.sampling import OptionError, sample, sampler_options
+    from mrlight.sampling import OptionError, sample, sampler_options, with_network_defaults
 
     mu = torch.zeros(1, 3, 8, 8)
     model_fn = lambda x, m, t: torch.zeros_like(x)  # noqa: E731
@@ -120,10 +120,22 @@ def _dry_run(restorer, sampler: dict) -> None:
 
         model_fn = distilled_from_config(model_fn, restorer.sde, restorer.distill)
     try:
-        sample(model_fn, mu, restorer.sde, prediction=restorer.prediction, **sampler_options(sampler))
+        sample(model_fn, mu, restorer.sde, prediction=restorer.prediction,
+               **with_network_defaults(sampler_options(sampler), restorer.prediction, restorer.sde))
     except OptionError as err:
         value = sampler.get(err.option)
         raise ConfigError(f"sampler.{err.option}{f'={value!r}' if value is not None else ''}: {err}") from None
+
+
+def _say_network_defaults(restorer, sampler: dict) -> None:
+    """Say which options a noise-prediction checkpoint gets added (mrlight.sampling.with_network_defaults)."""
+    from mrlight.sampling import noise_network_defaults, sampler_options
+
+    added = noise_network_defaults(restorer.prediction, restorer.sde, sampler_options(sampler))
+    if added:
+        print("noise-prediction checkpoint: the MR Sampler adds " + " ".join(f"sampler.{k}={v}" for k, v in added.items())
+              + f" (measured to help such networks: docs/SAMPLERS.md; sampler.thresholding=false "
+                f"sampler.t_start={restorer.sde.T:g} turn them off)")
 
 
 def _output_names(inputs: list[Path]) -> dict[Path, str]:
@@ -173,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DataError, ValueError) as err:
         return error(str(err))
 
+    _say_network_defaults(restorer, dict(args.sampler))
     names = _output_names(inputs)
     sampler = {k: v for k, v in dict(args.sampler).items()}
     output.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import shlex
 import sys
@@ -63,6 +64,9 @@ SAMPLERS = [
     ("MR SDE-1", 10, dict(sampler="mr", solver="sde", order=1)),
     ("MR SDE-2", 10, dict(sampler="mr", solver="sde", order=2)),
     ("posterior", 20, dict(sampler="posterior")), ("posterior", 100, dict(sampler="posterior")),
+    # "MR auto": the data form plus noise_network_defaults, what a noise checkpoint gets by default
+    ("MR auto", 5, {**DATA, **noise_network_defaults("noise", MRSDE())}),
+    ("MR auto", 10, {**DATA, **noise_network_defaults("noise", MRSDE())}),
 ]
 TABLE2 = [(form, nfe, opts) for form, opts in (("MR noise", NOISE), ("MR data", DATA)) for nfe in (5, 10, 20, 50)]
 TABLE2 += [("posterior", 100, dict(sampler="posterior"))]
@@ -117,13 +121,30 @@ def load(path: Path):
     return net, sde, output_of(cfg["objective"]["prediction"]), cfg
 
 
+def _cache_key(path: Path, label: str, nfe: int, opts: dict, lq, seed: int) -> str:
+    """A result is reused only for the same file (size, mtime), sampler options, crops and seeds."""
+    st = path.resolve().stat()
+    crops = f"{tuple(lq.shape)}:{float(lq.double().sum()):.6f}"
+    return json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, label, nfe, sorted(opts.items(), key=str),
+                       crops, seed], default=str)
+
+
 @torch.inference_mode()
-def evaluate(path: Path, samplers, lq, gt, seed: int, extra: dict | None = None) -> dict[str, dict]:
-    """{label@nfe: {psnr, ssim, swd}} for one checkpoint; same x_T and SDE noise for every sampler."""
+def evaluate(path: Path, samplers, lq, gt, seed: int, extra: dict | None = None,
+             cache: dict | None = None) -> dict[str, dict]:
+    """{label@nfe: {psnr, ssim, swd}} for one checkpoint; same x_T and SDE noise for every sampler.
+
+    `cache` (a dict, updated in place) holds earlier results by `_cache_key`, so that a rerun with
+    more checkpoints evaluates only the new ones."""
     net, sde, prediction, _ = load(path)
     x_T = torch.cat([sde.prior_sample(lq[i:i + 1], torch.Generator().manual_seed(seed + i)) for i in range(len(lq))])
     out = {}
     for label, nfe, opts in samplers:
+        key = _cache_key(path, label, nfe, {**opts, **(extra or {})}, lq, seed)
+        if cache is not None and key in cache:
+            hit = cache[key]
+            out[f"{label}@{nfe}"] = {**hit, "psnr_per_image": torch.tensor(hit["psnr_per_image"])}
+            continue
         restored = sample(net, lq, sde, prediction=prediction, x_T=x_T, nfe=nfe,
                           generator=torch.Generator().manual_seed(seed + 10_000), **opts, **(extra or {})).clamp(0, 1)
         m = RestorationMetrics(lpips="off")
@@ -131,6 +152,8 @@ def evaluate(path: Path, samplers, lq, gt, seed: int, extra: dict | None = None)
         values = m.compute()
         per_image = -10 * torch.log10((restored - gt).pow(2).flatten(1).mean(1))  # for paired differences
         out[f"{label}@{nfe}"] = {**{k: float(values[k]) for k in METRICS}, "psnr_per_image": per_image}
+        if cache is not None:
+            cache[key] = {**{k: float(values[k]) for k in METRICS}, "psnr_per_image": per_image.tolist()}
     return out
 
 
@@ -153,7 +176,8 @@ def plot(curves: dict, path: Path, title: str) -> None:
             for key in keys:
                 style = "-" if key.startswith("MR data") else ("--" if key.startswith("MR noise") else
                                                                "-." if key.startswith("MR SDE") else ":")
-                ax.plot([s for s, _ in points], [r[key][metric] for _, r in points], style, marker="o", ms=3, label=key)
+                ax.plot([s for s, _ in points], [r[key][metric] for _, r in points], style, marker="o", ms=3, label=key,
+                        lw=2.5 if key.startswith("MR auto") else 1.2)
             ax.axhline(lq_row[metric], color="gray", lw=1, ls="--", label="noisy input")
             ax.set_xscale("log")
             if metric == "swd":
@@ -169,18 +193,19 @@ def plot(curves: dict, path: Path, title: str) -> None:
 
 
 def table(rows: list[dict], keys: list[str], lq_row: dict, gap: bool) -> list[str]:
-    head = "| run | step | " + " | ".join(keys) + (" | MR@10 - post@100 (dB) | swd MR@10 / post@100 |" if gap else " |")
-    lines = [head, "|---" * (2 + len(keys) + 2 * gap) + "|",
+    """One row per checkpoint; with `gap`, MR@10 - posterior@100 in dB and the swd ratio, for the plain
+    data form ("MR data") and, when evaluated, the noise checkpoint's default ("MR auto")."""
+    forms = [f for f in ("MR data", "MR auto") if gap and f"{f}@10" in keys]
+    head = "| run | step | " + " | ".join(keys) + "".join(
+        f" | {f}@10 - post@100 (dB) | swd {f}@10 / post@100" for f in forms) + " |"
+    lines = [head, "|---" * (2 + len(keys) + 2 * len(forms)) + "|",
              "| noisy input | | " + " | ".join(f"{lq_row['psnr']:.2f} / {lq_row['ssim']:.3f} / {lq_row['swd']:.1f}"
-                                                for _ in keys[:1]) + " |" * (len(keys) - 1 + 2 * gap + 1)]
+                                                for _ in keys[:1]) + " |" * (len(keys) - 1 + 2 * len(forms) + 1)]
     for r in rows:
         cells = " | ".join(f"{r[k]['psnr']:.2f} / {r[k]['ssim']:.3f} / {r[k]['swd']:.1f}" for k in keys)
-        extra = ""
-        if gap:
-            d = r["MR data@10"]["psnr"] - r["posterior@100"]["psnr"]
-            q = r["MR data@10"]["swd"] / r["posterior@100"]["swd"]
-            extra = f" | {d:+.2f} | {q:.2f} |"
-        lines.append(f"| {r['run']} | {r['step']} | {cells}{extra if gap else ' |'}")
+        extra = "".join(f" | {r[f + '@10']['psnr'] - r['posterior@100']['psnr']:+.2f}"
+                        f" | {r[f + '@10']['swd'] / r['posterior@100']['swd']:.2f}" for f in forms)
+        lines.append(f"| {r['run']} | {r['step']} | {cells}{extra} |")
     return lines
 
 
@@ -295,6 +320,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     p.add_argument("--img-dir", type=Path, default=REPO / "docs" / "img")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true",
+                   help="re-evaluate everything (default: reuse <out>/<name>.cache.json for unchanged checkpoints)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -324,9 +351,12 @@ def main(argv=None) -> None:
         print("\n".join(lines))
         return
     rows, curves = [], {}
+    cache_file = a.out / f"{name}.cache.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() and not a.no_cache else {}
     for run, step, path in targets:
         start = time.perf_counter()
-        result = evaluate(path, samplers, lq, gt, a.seed)
+        result = evaluate(path, samplers, lq, gt, a.seed, cache=cache)
+        cache_file.write_text(json.dumps(cache))
         rows.append({"run": run, "step": step, **result})
         curves.setdefault(run, ([], lq_row))[0].append((step, result))
         print(f"{run} step {step} ({time.perf_counter() - start:.0f} s): "

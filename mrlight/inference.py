@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from mrlight.checkpoint import load_checkpoint, network_from_checkpoint
-from mrlight.sampling import sampler_options
+from mrlight.sampling import sampler_options, with_network_defaults
 from mrlight.sampling import sample
 from mrlight.sde import MRSDE
 
@@ -234,7 +234,7 @@ class Restorer:
         base = self.sampler  # the stored settings belong to the stored sampler: another one starts from its defaults
         if sampler_overrides.get("sampler", base.get("sampler", "mr")) != base.get("sampler", "mr"):
             base = {}
-        opts = sampler_options({**base, **sampler_overrides})
+        opts = with_network_defaults(sampler_options({**base, **sampler_overrides}), self.prediction, self.sde)
         self._keep_edges_float32(lq.shape[1])
         conditioning = self._conditioning if hasattr(self.net, "global_conditioning") else None
         model_fn = self._forward if not tile else tiled(self._forward, int(tile), int(tile_overlap), conditioning)

@@ -25,7 +25,7 @@ from mrlight.metrics import RestorationMetrics
 from mrlight.models import build_configured
 from mrlight.objectives import draw_times, loss_function, objective_loss, output_of, train_seed  # noqa: F401
 from mrlight.optim import build_optimizer, build_scheduler, warmup_cosine  # noqa: F401  (warmup_cosine: API)
-from mrlight.sampling import sample, sampler_options
+from mrlight.sampling import sample, sampler_options, with_network_defaults
 from mrlight.sde import MRSDE
 
 class NonFiniteLossError(FloatingPointError):
@@ -180,6 +180,7 @@ class MRDiffusionModule(pl.LightningModule):
             from mrlight.student import distilled_from_config
 
             model = distilled_from_config(self, self.sde, self.distill_cfg or self.cfg["distill"])
+        opts = with_network_defaults(opts, self.prediction, self.sde)  # noise networks: clip + later start
         return sample(model, lq.float(), self.sde, prediction=self.prediction, generator=generator, **opts)
 
     def _timed_restore(self, lq, names, **kw) -> tuple[torch.Tensor, float]:
@@ -200,8 +201,9 @@ class MRDiffusionModule(pl.LightningModule):
             key = "|".join(map(str, batch["name"])).encode()
             generator = torch.Generator(device=lq.device).manual_seed(int(self.cfg["seed"]) + zlib.crc32(key))
             start = time.perf_counter()
-            teacher = sample(self.teacher, lq.float(), self.sde, prediction=self.teacher_prediction, nfe=10,
-                             generator=generator).clamp(0, 1)
+            teacher = sample(self.teacher, lq.float(), self.sde, prediction=self.teacher_prediction,
+                             generator=generator,
+                             **with_network_defaults({"nfe": 10}, self.teacher_prediction, self.sde)).clamp(0, 1)
             self.teacher_metrics.update(teacher, gt, lq=lq, seconds=time.perf_counter() - start)
         return {"restored": restored}  # for mrlight.callbacks.ValidationPanels
 

@@ -254,7 +254,7 @@ def check_sampler(cfg: DictConfig) -> None:
     any work starts (not at the first validation), with the key named."""
     import torch
 
-    from mrlight.sampling import OptionError, sample, sampler_options
+    from mrlight.sampling import OptionError, sample, sampler_options, with_network_defaults
 
     sde = build_sde(cfg.sde)
     block = OmegaConf.to_container(cfg.sampler, resolve=True)
@@ -278,7 +278,7 @@ def check_sampler(cfg: DictConfig) -> None:
     sampler = block.get("sampler") or "mr"
     try:
         sample(lambda x, m, t: torch.zeros_like(x), torch.zeros(1, 3, 8, 8), sde, prediction=prediction,
-               **sampler_options(block))
+               **with_network_defaults(sampler_options(block), prediction, sde))
     except OptionError as err:
         value = block.get(err.option)
         shown = f"={value!r}" if value is not None else ""

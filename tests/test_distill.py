@@ -58,6 +58,7 @@ def _student(seed=0):
 
 
 def _distilled(calls, **kw):
+    kw.setdefault("student_prediction", "data")  # PixelMLP's output is mu + 0.2 * residual: an x0
     return Distiller(Oracle(LAW, SDE), _student(), SDE, calls=calls, **kw).D
 
 
@@ -130,12 +131,12 @@ def test_distill_reduces_the_error_against_the_teachers_trajectory_and_trains_in
     teacher = Oracle(LAW, SDE)
     student = _student()
     before_params = copy.deepcopy(student.state_dict())
-    probe = Distiller(teacher, copy.deepcopy(student), SDE, calls=2).D
+    probe = Distiller(teacher, copy.deepcopy(student), SDE, calls=2, student_prediction="data").D
     mu = mu_fn(torch.Generator().manual_seed(123), batch=16)
     x_T = SDE.prior_sample(mu, torch.Generator().manual_seed(124))
     with torch.no_grad():
         before = distill_loss(probe, teacher, mu, x_T=x_T).item()
-    D = distill(teacher, student, SDE, mu_fn, calls=2, iterations=150, lr=3e-3,
+    D = distill(teacher, student, SDE, mu_fn, calls=2, iterations=150, lr=3e-3, student_prediction="data",
                 generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         after = distill_loss(D, teacher, mu, x_T=x_T).item()
@@ -208,3 +209,34 @@ def test_the_teacher_itself_is_refused_as_student_and_set_to_eval():
     assert not teacher.training
     with pytest.raises(TypeError, match="mu_fn must return"):
         distill(teacher, _student(), SDE, lambda g: [0.5], calls=1, iterations=1, prediction="data")
+
+
+class OracleNet(nn.Module):
+    """The exact network as an nn.Module (so it can be copied as a student)."""
+
+    def __init__(self, prediction):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.oracle = Oracle(LAW, SDE, prediction)
+
+    def forward(self, x, mu, t):
+        return self.scale * self.oracle(x, mu, t)
+
+
+@pytest.mark.parametrize("prediction,expected", [("data", "data"), ("velocity", "velocity"), ("noise", "velocity")])
+def test_a_copy_of_the_teacher_starts_as_its_x0_estimate(prediction, expected):
+    """Default student output: the teacher's own for data / velocity (so a copy starts as the teacher's
+    x0 estimate), velocity for a noise teacher; D always returns x0."""
+    teacher = OracleNet(prediction)
+    D = Distiller(teacher, copy.deepcopy(teacher), SDE, calls=2, prediction=prediction).D
+    assert D.prediction == expected
+    mu = mu_fn(torch.Generator().manual_seed(0))
+    x_t = SDE.q_sample(mu + 0.1, mu, torch.full((len(mu),), 40.0), generator=torch.Generator().manual_seed(1))
+    t = torch.full((len(mu),), 40.0)
+    x0 = mu.double() + LAW.posterior_mean((x_t - mu).double(), SDE.alpha(torch.tensor(40.0)), SDE.sigma_bar(torch.tensor(40.0)))
+    with torch.no_grad():
+        got = D(x_t, mu, t)
+    if expected == prediction:
+        assert torch.allclose(got.double(), x0, atol=1e-5)
+    else:  # a noise network read as velocity: not the teacher's x0 until trained
+        assert torch.isfinite(got).all()

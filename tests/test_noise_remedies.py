@@ -159,6 +159,29 @@ def test_noise_network_defaults_start_where_sigma_bar_over_alpha_is_the_set_ampl
     assert noise_network_defaults("noise", MRSDE(max_sigma=0.5))["t_start"] == 100.0
 
 
+@pytest.mark.parametrize("options,expected", [
+    (dict(sampler="posterior"), set()),
+    (dict(parameterization="noise"), {"t_start"}),
+    (dict(time_schedule="optimized"), {"thresholding", "threshold_max"}),
+    (dict(time_schedule=[100, 50, 20, 10, 5, 0]), {"thresholding", "threshold_max"}),
+    (dict(lambda_min=-2.0), {"thresholding", "threshold_max"}),
+    (dict(t_start=80.0), {"thresholding", "threshold_max"}),
+    (dict(thresholding=True), {"t_start"}),
+    (dict(thresholding=False), {"t_start"}),
+    (dict(threshold_max=1.2, time_schedule="linspace"), {"thresholding", "t_start"}),
+    (dict(solver="sde", order=1, nfe=5), {"thresholding", "threshold_max", "t_start"}),
+])
+def test_noise_network_defaults_add_only_what_fits_the_callers_options(options, expected):
+    """The caller's options win, and a default that the chosen options would refuse is left out, so
+    {**noise_network_defaults(prediction, sde, opts), **opts} is always a valid call."""
+    added = noise_network_defaults("noise", SDE, options)
+    assert set(added) == expected
+    if options.get("sampler", "mr") == "mr":
+        net = Recorder()
+        sample(net, _mu(8), SDE, prediction="noise", **{"nfe": 5, **added, **options})
+        assert len(net.t) == 5
+
+
 def test_noise_network_defaults_beat_the_default_on_a_noisy_oracle():
     """An exact noise predictor plus a small error e (1% of the noise): the defaults for noise networks
     bring the 10-step ODE closer to the exact PF-ODE solution than the plain default does."""
@@ -179,3 +202,51 @@ def test_noise_network_defaults_beat_the_default_on_a_noisy_oracle():
 def test_get_times_is_unchanged_by_t_start_support():
     t = get_times("karras-t", SDE, 10)
     assert t[0].item() == 100.0 and t[-1].item() == 0.0
+
+
+# -- applied automatically to noise-prediction checkpoints ----------------------------------------------
+class TimeNet(torch.nn.Module):
+    """A stand-in network that records the times it is called at (output: a small fixed eps_hat)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.t = []
+
+    def forward(self, x, mu, t):
+        self.t.append(float(t[0]))
+        return 0.3 * torch.ones_like(x) + self.w
+
+
+@pytest.mark.parametrize("prediction", ["noise", "data"])
+def test_the_restorer_adds_the_noise_defaults_for_a_noise_checkpoint_only(prediction):
+    from mrlight.inference import Restorer
+    from mrlight.sampling import with_network_defaults
+
+    mu = _mu(8)
+    net = TimeNet()
+    restorer = Restorer(net, SDE, prediction, {"sampler": "mr", "nfe": 5})
+    got = restorer(mu[:1], name="a")
+    t_start = noise_network_defaults("noise", SDE)["t_start"]
+    assert len(net.t) == 5
+    if prediction == "noise":
+        assert max(net.t) <= t_start < SDE.T  # started later
+        assert got.min() >= 0 and got.max() <= 1
+    else:
+        assert max(net.t) == SDE.T
+    # the same restoration as an explicit call with the defaults written out
+    net.t.clear()
+    g = torch.Generator().manual_seed(restorer.seed + __import__("zlib").crc32(b"a"))
+    explicit = sample(net, mu[:1], SDE, prediction=prediction, generator=g,
+                      **with_network_defaults({"sampler": "mr", "nfe": 5}, prediction, SDE)).clamp(0, 1)
+    assert torch.equal(got, explicit)
+
+
+def test_the_caller_turns_the_noise_defaults_off():
+    from mrlight.inference import Restorer
+
+    net = TimeNet()
+    restorer = Restorer(net, SDE, "noise", {"sampler": "mr", "nfe": 5})
+    restorer(_mu(8)[:1], name="a", t_start=float(SDE.T), thresholding=False)
+    assert max(net.t) == SDE.T
+

@@ -137,3 +137,19 @@ def test_upscale_feeds_irsde_bicubic_mu(ckpt, env, tmp_path, monkeypatch):
                                                mode="bicubic")[0]
     assert len(seen) == 1 and torch.equal(seen[0], expected) and seen[0].min() < 0 < 1 < seen[0].max()
     assert read_image(tmp_path / "out" / "a.png").shape == (3, 32, 24)
+
+
+@pytest.mark.parametrize("prediction", ["noise", "data"])
+def test_sample_py_says_what_it_adds_for_a_noise_checkpoint(load_tiny, env, tmp_path, tiny_root, capsys, prediction):
+    """A noise-prediction checkpoint is sampled with mrlight.sampling.noise_network_defaults added, and
+    sample.py says so (with how to turn them off); a data checkpoint gets nothing added."""
+    import sample
+
+    path = run(load_tiny("trainer.max_steps=1", f"objective.prediction={prediction}")).last_checkpoint
+    capsys.readouterr()
+    assert sample.main([f"ckpt={path}", f"input={tiny_root / 'tiny' / 'val' / 'LQ' / 'img00.png'}",
+                        f"output={tmp_path / 'o'}", "sampler.nfe=4", "lpips=false", "progress=false"]) == 0
+    out = capsys.readouterr().out
+    said = "sampler.thresholding=True sampler.threshold_max=1.0 sampler.t_start=" in out and "turn them off" in out
+    assert said == (prediction == "noise"), out
+    assert (tmp_path / "o" / "img00.png").exists()

@@ -76,7 +76,7 @@ SAMPLER_OPTIONS: dict[str, dict] = {
 __all__ = ["sample", "sampler_options", "SAMPLERS", "SAMPLER_OPTIONS", "SOLVERS", "PARAMETERIZATIONS",
            "TIME_SCHEDULES", "TIME_SCHEDULE_NAMES", "CORRECTORS", "MR_DEFAULTS", "NonFiniteError", "OptionError",
            "get_times", "check_times", "optimize_times", "optimized_times", "dynamic_threshold",
-           "noise_network_defaults", "NOISE_NETWORK_DEFAULTS", "NOISE_START_AMPLIFICATION"]
+           "noise_network_defaults", "with_network_defaults", "NOISE_NETWORK_DEFAULTS", "NOISE_START_AMPLIFICATION"]
 
 
 class OptionError(ValueError):
@@ -179,7 +179,7 @@ def _check_t_start(o: dict, sde: MRSDE) -> None:
                                      f"time_schedule={schedule!r}")
 
 
-def noise_network_defaults(prediction: str, sde: MRSDE | None = None) -> dict:
+def noise_network_defaults(prediction: str, sde: MRSDE | None = None, options: dict | None = None) -> dict:
     """Options of the MR Sampler to add for a network that predicts `prediction` (empty unless "noise").
 
     A noise network's data estimate x0_hat = mu + (x_t - mu - sigma_bar eps_hat) / alpha multiplies the
@@ -187,15 +187,38 @@ def noise_network_defaults(prediction: str, sde: MRSDE | None = None) -> dict:
     and the PF-ODE carries those early errors to the end. Measured to help (docs/results/noise_remedies.md):
     clipping x0_hat to [0, 1] (`thresholding=True, threshold_max=1.0`) and starting at `t_start`, where
     sigma_bar / alpha = NOISE_START_AMPLIFICATION (the `sde`'s time; default `MRSDE()`: t_start = 69.17),
-    from the prior moved there. Options the caller sets explicitly should take precedence over these.
+    from the prior moved there.
+
+    `options`: the sampler options the caller will pass to `sample`. Only defaults compatible with them
+    are returned, and none the caller set (their choice wins): nothing for a sampler other than "mr", no
+    clipping for the noise parameterization, no t_start with optimized or explicit times, lambda_min or a
+    t_min at or above it. Use as `sample(..., **{**noise_network_defaults(prediction, sde, opts), **opts})`.
     """
     P.check_prediction(prediction)
-    if prediction != "noise":
+    o = dict(options or {})
+    if prediction != "noise" or o.get("sampler", "mr") != "mr":
         return {}
     sde = sde if sde is not None else MRSDE()
+    out = dict(NOISE_NETWORK_DEFAULTS) if o.get("parameterization", "data") == "data" else {}
+    if "thresholding" in o:
+        out = {}
     lam = torch.tensor(-math.log(NOISE_START_AMPLIFICATION), dtype=torch.float64)
     t_start = min(round(sde.t_from_lambda(lam).item(), 2), float(sde.T))
-    return dict(NOISE_NETWORK_DEFAULTS, t_start=t_start)
+    schedule = o.get("time_schedule")
+    named = schedule is None or (isinstance(schedule, str) and schedule in TIME_SCHEDULES)
+    t_min = DEFAULT_T_MIN if o.get("t_min") is None else o["t_min"]
+    if named and o.get("lambda_min") is None and t_start > t_min:
+        out["t_start"] = t_start
+    return {k: v for k, v in out.items() if k not in o}
+
+
+def with_network_defaults(options: dict, prediction: str, sde: MRSDE | None = None) -> dict:
+    """`options` (keyword arguments of `sample`) plus `noise_network_defaults` for a network that
+    predicts `prediction`; the caller's options win. This is how a checkpoint is sampled by default
+    (sample.py, the Restorer, validation and test, the app): a noise-prediction checkpoint gets x0_hat
+    clipped to [0, 1] and the later start unless its options say otherwise (`thresholding=False`,
+    `t_start=T` turn them off). Plain `sample(...)` adds nothing."""
+    return {**noise_network_defaults(prediction, sde, options), **options}
 
 
 def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "mr", nfe: int | None = None,
