@@ -58,6 +58,7 @@ from mrlight.sde import MRSDE  # noqa: E402
 
 DATA = dict(sampler="mr", solver="ode", order=2, parameterization="data")
 NOISE = dict(sampler="mr", solver="ode", order=2, parameterization="noise")
+AUTO = {**DATA, **noise_network_defaults("noise", MRSDE())}  # what a noise checkpoint gets by default
 SAMPLERS = [
     ("MR data", 5, DATA), ("MR data", 10, DATA), ("MR data", 20, DATA),
     ("MR noise", 10, NOISE), ("MR noise", 20, NOISE),
@@ -65,10 +66,10 @@ SAMPLERS = [
     ("MR SDE-2", 10, dict(sampler="mr", solver="sde", order=2)),
     ("posterior", 20, dict(sampler="posterior")), ("posterior", 100, dict(sampler="posterior")),
     # "MR auto": the data form plus noise_network_defaults, what a noise checkpoint gets by default
-    ("MR auto", 5, {**DATA, **noise_network_defaults("noise", MRSDE())}),
-    ("MR auto", 10, {**DATA, **noise_network_defaults("noise", MRSDE())}),
+    ("MR auto", 5, AUTO), ("MR auto", 10, AUTO),
 ]
-TABLE2 = [(form, nfe, opts) for form, opts in (("MR noise", NOISE), ("MR data", DATA)) for nfe in (5, 10, 20, 50)]
+TABLE2 = [(form, nfe, opts) for form, opts in (("MR noise", NOISE), ("MR data", DATA), ("MR auto", AUTO))
+          for nfe in (5, 10, 20, 50)]
 TABLE2 += [("posterior", 100, dict(sampler="posterior"))]
 METRICS = ("psnr", "ssim", "swd")
 
@@ -213,6 +214,30 @@ X0_ERROR_TIMES = 20  # t from T down to 1
 
 
 @torch.inference_mode()
+def table2(r: dict) -> list[str]:
+    """The MR Sampler paper's Table 2 layout (rows: solver form, columns: NFE) and issue 16's bars for
+    the noise checkpoint's default sampler ("MR auto") against posterior@100."""
+    nfes = (5, 10, 20, 50)
+    cell = lambda v: f"{v['psnr']:.2f} / {v['ssim']:.3f} / {v['swd']:.1f}"  # noqa: E731
+    names = {"MR noise": "MR Sampler, noise form (ODE-2)", "MR data": "MR Sampler, data form (ODE-2)",
+             "MR auto": "MR Sampler, data form + noise-network defaults (mrlight's default for this checkpoint)"}
+    lines = ["| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (1 + len(nfes)) + "|"]
+    for form, name in names.items():
+        lines.append(f"| {name} | " + " | ".join(cell(r[f"{form}@{n}"]) for n in nfes) + " |")
+    post = r["posterior@100"]
+    lines.append(f"| IR-SDE posterior sampling | NFE 100: {cell(post)} | | | |")
+    lines += ["", "Bars of issue 16 (the default sampler for this checkpoint against posterior@100):", ""]
+    for n, limit in ((10, 0.1), (5, 0.3)):
+        d = r[f"MR auto@{n}"]["psnr"] - post["psnr"]
+        lines.append(f"- NFE {n}: PSNR {d:+.2f} dB (bar: >= -{limit}): **{'met' if d >= -limit else 'not met'}**")
+    for n in (5, 10):
+        q = r[f"MR auto@{n}"]["swd"] / post["swd"]
+        lines.append(f"- swd at NFE {n}: {q:.2f} x posterior@100's (bar: <= 1.10): "
+                     f"**{'met' if q <= 1.10 else 'not met'}**")
+    lines.append(f"- posterior@100: {post['psnr']:.2f} dB (bar: >= 27): **{'met' if post['psnr'] >= 27 else 'not met'}**")
+    return lines
+
+
 def x0_error(path: Path, lq, gt, draws: int, seed: int) -> list[dict]:
     """Per t (X0_ERROR_TIMES values from T to 1): mean |x0_hat - x0|, the same clipped to [0, 1], and
     mean |eps_hat - eps| at x_t = mu + alpha (x0 - mu) + sigma_bar z; the same z for every network."""
@@ -369,7 +394,8 @@ def main(argv=None) -> None:
             for k in keys:
                 w.writerow([r["run"], r["step"], k, *(r[k][m] for m in METRICS)])
     gap = "MR data@10" in keys and "posterior@100" in keys
-    body = remedies_table(rows, keys, lq_row) if a.remedies else table(rows, keys, lq_row, gap)
+    body = (remedies_table(rows, keys, lq_row) if a.remedies else table2(rows[0]) if a.table2
+            else table(rows, keys, lq_row, gap))
     lines = [f"- Command: `{invoked}`",
              f"- Machine: {machine()}; load average {load_start} at the start, {load_average()} at the end; "
              f"evaluation took {(time.perf_counter() - t0) / 60:.1f} min",

@@ -9,10 +9,9 @@ any network `student(x_t, mu, t)` with an output shaped like x_t. It is trained 
 from a copy of the teacher's weights when the two share an architecture (`copy.deepcopy(net)`).
 `mu_fn(generator)` returns a batch of degraded images [B, C, H, W]: no clean images are needed.
 
-What the student's output means (`student_prediction`): by default what the teacher predicts if
-that is data or velocity (a student copied from the teacher then starts as the teacher's own x0
-estimate), and velocity for a noise teacher (a noise output gives x0 through 1 / alpha_T = 200 at
-t = T; `DEFAULT_STUDENT_PREDICTION`). `D(x_t, mu, t)` always returns the student's x0. Between its calls + 1 times T = t_0 > ... >
+What the student's output means (`student_prediction`): by default what the teacher predicts (a
+student copied from the teacher then starts as the teacher's own x0 estimate;
+`DEFAULT_STUDENT_PREDICTION`). `D(x_t, mu, t)` always returns the student's x0. Between its calls + 1 times T = t_0 > ... >
 t_calls = 0 (`times`) the restorer moves with the first-order data-form PF-ODE step of the MR
 Sampler (x_{i+1} = mu + c (x_i - mu) + (alpha_{i+1} - c alpha_i) (x0_hat - mu), c =
 sigma_bar_{i+1} / sigma_bar_i; the last step returns x0_hat, so one call returns the student's x0),
@@ -51,7 +50,7 @@ from torch import nn
 from mrlight import parameterization as P
 from mrlight.sampling import sample
 from mrlight.sampling.distilled import STEP_RULES, Distilled, ode_step_coefficients, sample_distilled
-from mrlight.sampling.schedules import DEFAULT_T_MIN, check_times, get_times
+from mrlight.sampling.schedules import DEFAULT_T_MIN, TIME_SCHEDULES, check_times, get_times
 from mrlight.sde import MRSDE
 
 __all__ = ["distill", "distill_loss", "Distiller", "Distilled", "sample_distilled", "student_times",
@@ -61,12 +60,13 @@ METHODS = ("regression", "consistency", "progressive")
 DEFAULT_METHOD = "regression"
 CALLS = (1, 2, 4)
 LOSSES = ("l2", "l1")
-# What the student's output means, by the teacher's prediction. A data or velocity teacher's copy starts
-# as the teacher's own x0 estimate. A noise output is ill-conditioned at t = T (x0 = mu + (y - sigma_bar eps)
-# / alpha, 1 / alpha_T = 200); measured from a trained noise teacher's copy (docs/DISTILL.md), velocity
-# ends closer to the teacher than data (mean |D - teacher| 0.0020 vs 0.0029 at 1 call, 0.0032 vs 0.0050
-# at 2 calls) and noise far from it (0.0149, 0.0092).
-DEFAULT_STUDENT_PREDICTION = {"data": "data", "velocity": "velocity", "noise": "velocity"}
+# What the student's output means, by the teacher's prediction: the teacher's own, so that a copy of
+# the teacher starts as the teacher's x0 estimate. Measured on a real noise teacher (docs/DISTILL.md,
+# "Which output for a noise teacher's student"): after 50 steps from the teacher's copy the regression
+# loss (x0 space) was 0.087 for a noise student, 0.32 for velocity and 0.46 for data (started at 0.12,
+# 0.73, 1.15). A noise output at t = T is ill-conditioned (x0 = mu + (x_t - mu - sigma_bar eps) / alpha,
+# sigma_bar / alpha = 39): a noise teacher's student starts at the teacher's t_start (`student_times`).
+DEFAULT_STUDENT_PREDICTION = {"data": "data", "velocity": "velocity", "noise": "noise"}
 # Student times for calls > 1: a named schedule of mrlight.sampling.schedules (see student_times).
 DEFAULT_STUDENT_SCHEDULE = "uniform-lambda"
 DEFAULT_TEACHER_NFE = 20
@@ -80,12 +80,17 @@ def _check_choice(name: str, value, valid) -> None:
 
 
 def student_times(sde: MRSDE, calls: int, schedule: str = DEFAULT_STUDENT_SCHEDULE,
-                  t_min: float = DEFAULT_T_MIN) -> list[float]:
-    """The calls + 1 times from T to 0 at which the student is called (one call at T for calls = 1)."""
+                  t_min: float = DEFAULT_T_MIN, t_start: float | None = None) -> list[float]:
+    """The calls + 1 times from T (or `t_start`) to 0 at which the student is called (one call at the
+    start for calls = 1). `t_start`: the later start of a noise teacher (`noise_network_defaults`); the
+    student then starts where the teacher does, from the prior moved there (see `Distilled`)."""
     _check_choice("calls", calls, CALLS)
+    start = float(sde.T) if t_start is None else float(t_start)
     if calls == 1:
-        return [float(sde.T), 0.0]
-    return get_times(schedule, sde, calls, t_min=t_min).tolist()
+        return [start, 0.0]
+    if t_start is None:
+        return get_times(schedule, sde, calls, t_min=t_min).tolist()
+    return TIME_SCHEDULES[schedule](sde, calls, start, min(t_min, start)).tolist()
 
 
 def refine(sde: MRSDE, times: Sequence[float], levels: int, t_floor: float = DEFAULT_T_MIN) -> list[float]:
@@ -110,12 +115,17 @@ def refine(sde: MRSDE, times: Sequence[float], levels: int, t_floor: float = DEF
     return times
 
 
-def teacher_grid(sde: MRSDE, times: Sequence[float], teacher_nfe: int, min_gap: float = 0.25) -> list[float]:
-    """The teacher's times: karras-t with `teacher_nfe` steps merged with `times` (teacher times
-    closer than `min_gap` grid units to one of `times` are dropped)."""
-    base = get_times("karras-t", sde, teacher_nfe).tolist()
-    keep = [b for b in base if min(abs(b - t) for t in times) > min_gap]
-    return sorted(set(float(t) for t in times) | set(keep), reverse=True)
+def teacher_grid(sde: MRSDE, times: Sequence[float], teacher_nfe: int, min_gap: float = 0.25,
+                 t_start: float | None = None) -> list[float]:
+    """The teacher's times: karras-t with `teacher_nfe` steps from `t_start` (default T) merged with
+    the `times` at or below it (teacher times closer than `min_gap` grid units to one of `times` are
+    dropped)."""
+    start = float(sde.T) if t_start is None else float(t_start)
+    base = (get_times("karras-t", sde, teacher_nfe) if t_start is None else
+            TIME_SCHEDULES["karras-t"](sde, teacher_nfe, start, min(DEFAULT_T_MIN, start))).tolist()
+    below = [float(t) for t in times if float(t) <= start]
+    keep = [b for b in base if min(abs(b - t) for t in below) > min_gap]
+    return sorted(set(below) | set(keep) | {start}, reverse=True)
 
 
 @torch.no_grad()
@@ -126,14 +136,28 @@ def teacher_trajectory(teacher_fn: Callable, mu: torch.Tensor, sde: MRSDE, times
     """The teacher's PF-ODE states at `times` (T first, 0 last) from x_T, with the MR Sampler.
 
     The sampler (default: mrlight's ODE-2 in the data form; `teacher_kwargs` are passed on to
-    `sample`) runs on `teacher_grid(sde, times, teacher_nfe)`, which contains `times`.
+    `sample`) runs on `teacher_grid(sde, times, teacher_nfe)`, which contains `times`. A `t_start`
+    in `teacher_kwargs` (what a noise teacher is sampled with, `noise_network_defaults`) is the
+    sampler's later start: from T to t_start the state moves by the exact first-order step with
+    x0_hat = mu, x_s = mu + sigma_bar(s) / sigma_bar(T) (x_T - mu), which also gives the states at
+    the `times` above t_start; the grid starts at t_start.
     """
-    grid = teacher_grid(sde, times, teacher_nfe)
+    kw = dict(teacher_kwargs or {})
+    t_start = kw.pop("t_start", None)
+    if t_start is not None and float(t_start) >= float(sde.T):
+        t_start = None
+    grid = teacher_grid(sde, times, teacher_nfe, t_start=t_start)
     mu = mu.float()
     if x_T is None:
         x_T = sde.prior_sample(mu, generator)
+    x_T = x_T.float()
     want = {float(t) for t in times}
-    states = {grid[0]: x_T.float()}
+    states = {}
+    sb_T = sde.sigma_bar(torch.tensor(float(sde.T), dtype=torch.float64))
+    for t in want | {grid[0]}:  # at and above the start: the prior moved by the marginal's noise scale
+        if t >= grid[0]:
+            c = (sde.sigma_bar(torch.tensor(float(t), dtype=torch.float64)) / sb_T).item()
+            states[t] = x_T if t == float(sde.T) else mu + c * (x_T - mu)
 
     def keep(d):
         t = grid[d["i"] + 1]
@@ -141,7 +165,7 @@ def teacher_trajectory(teacher_fn: Callable, mu: torch.Tensor, sde: MRSDE, times
             states[t] = d["x"].clone()
 
     sample(teacher_fn, mu, sde, sampler="mr", nfe=len(grid) - 1, prediction=prediction, time_schedule=grid,
-           x_T=x_T, generator=generator, callback=keep, **(teacher_kwargs or {}))
+           x_T=states[grid[0]], generator=generator, callback=keep, **kw)
     return [states[float(t)] for t in times]
 
 
@@ -238,8 +262,10 @@ class Distiller:
         if times is None:
             times = student_times(sde, calls)
         times = check_times(times, sde, calls, "times").tolist()
-        if times[0] != sde.T:
-            raise ValueError(f"times must start at T={sde.T}, got {times[0]:g}")
+        t_start = (teacher_kwargs or {}).get("t_start")
+        if times[0] != sde.T and (t_start is None or times[0] < float(t_start)):
+            raise ValueError(f"times must start at T={sde.T}, or at or above the teacher's t_start (teacher_kwargs) "
+                             f"where the teacher's state is the moved prior; got {times[0]:g} with t_start={t_start}")
         self.teacher_fn, self.sde, self.prediction = teacher_fn, sde, prediction
         self.method, self.loss_name, self.calls = method, loss, calls
         self.teacher_nfe, self.teacher_kwargs = teacher_nfe, dict(teacher_kwargs or {})

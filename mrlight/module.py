@@ -110,7 +110,10 @@ class MRDiffusionModule(pl.LightningModule):
         iterations = self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0 else None
         self.distiller = Distiller(self.teacher, self, self.sde, calls=int(d["calls"]), prediction=self.teacher_prediction,
                                    method=d["method"], times=list(d["times"]), student_prediction=d["student_prediction"],
-                                   step=d["step"], iterations=iterations, teacher_nfe=int(d["teacher_nfe"]))
+                                   step=d["step"], iterations=iterations, teacher_nfe=int(d["teacher_nfe"]),
+                                   # the teacher solved as its checkpoint samples by default (noise teachers:
+                                   # x0_hat clipped, later start; mrlight.sampling.with_network_defaults)
+                                   teacher_kwargs=with_network_defaults({}, self.teacher_prediction, self.sde))
 
     def _train_generator(self) -> torch.Generator:
         """The generator of this batch's time and noise draws, re-seeded from the batch count.

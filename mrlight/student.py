@@ -59,7 +59,8 @@ def teacher_prediction(teacher_cfg: dict) -> str:
 def apply_teacher(cfg: DictConfig) -> None:
     """Make `cfg` (resolved, with `distill.teacher` set) the config of a student run, in place."""
     from mrlight.checkpoint import load_checkpoint
-    from mrlight.distill import CALLS, METHODS, student_times
+    from mrlight.distill import CALLS, DEFAULT_STUDENT_PREDICTION, METHODS, student_times
+    from mrlight.sampling import with_network_defaults
 
     d = cfg.distill
     if d.calls not in CALLS:
@@ -82,12 +83,13 @@ def apply_teacher(cfg: DictConfig) -> None:
     prediction = teacher_prediction(teacher)
     cfg.objective.prediction = teacher["objective"]["prediction"]  # the network's output, as the teacher's
     if d.student_prediction is None:
-        d.student_prediction = prediction if prediction in ("data", "velocity") else "data"
+        d.student_prediction = DEFAULT_STUDENT_PREDICTION[prediction]
     if d.step is None:
         d.step = "renoise" if d.method == "consistency" else "ode"
     sde = MRSDE(**{k: teacher["sde"][k] for k in ("T", "max_sigma", "schedule", "eps")})
-    if d.times is None:
-        d.times = [float(t) for t in student_times(sde, int(d.calls))]
+    if d.times is None:  # a noise teacher is solved from its later start t_start: the student starts there too
+        t_start = with_network_defaults({}, prediction, sde).get("t_start")
+        d.times = [float(t) for t in student_times(sde, int(d.calls), t_start=t_start)]
     elif len(d.times) != d.calls + 1:
         raise ConfigError(f"distill.times has {len(d.times)} times; distill.calls={d.calls} needs {d.calls + 1}")
     cfg.sampler = OmegaConf.create({**{k: None for k in cfg.sampler}, "sampler": "distilled", "nfe": int(d.calls)})

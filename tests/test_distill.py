@@ -223,10 +223,10 @@ class OracleNet(nn.Module):
         return self.scale * self.oracle(x, mu, t)
 
 
-@pytest.mark.parametrize("prediction,expected", [("data", "data"), ("velocity", "velocity"), ("noise", "velocity")])
+@pytest.mark.parametrize("prediction,expected", [("data", "data"), ("velocity", "velocity"), ("noise", "noise")])
 def test_a_copy_of_the_teacher_starts_as_its_x0_estimate(prediction, expected):
-    """Default student output: the teacher's own for data / velocity (so a copy starts as the teacher's
-    x0 estimate), velocity for a noise teacher; D always returns x0."""
+    """Default student output: the teacher's own (so a copy starts as the teacher's x0 estimate);
+    D always returns x0."""
     teacher = OracleNet(prediction)
     D = Distiller(teacher, copy.deepcopy(teacher), SDE, calls=2, prediction=prediction).D
     assert D.prediction == expected
@@ -236,7 +236,52 @@ def test_a_copy_of_the_teacher_starts_as_its_x0_estimate(prediction, expected):
     x0 = mu.double() + LAW.posterior_mean((x_t - mu).double(), SDE.alpha(torch.tensor(40.0)), SDE.sigma_bar(torch.tensor(40.0)))
     with torch.no_grad():
         got = D(x_t, mu, t)
-    if expected == prediction:
-        assert torch.allclose(got.double(), x0, atol=1e-5)
-    else:  # a noise network read as velocity: not the teacher's x0 until trained
-        assert torch.isfinite(got).all()
+    assert torch.allclose(got.double(), x0, atol=1e-5)
+
+
+def test_a_teacher_with_a_later_start_moves_the_prior_to_it_and_keeps_every_student_time():
+    """teacher_kwargs t_start (a noise teacher's default): the states at the student's times above
+    t_start are the prior moved by sigma_bar(t) / sigma_bar(T); below it the teacher's MR solve from
+    t_start equals sample(..., t_start=...) on the same grid."""
+    from mrlight.distill import teacher_grid, teacher_trajectory
+
+    teacher = Oracle(LAW, SDE)
+    mu = mu_fn(torch.Generator().manual_seed(0))
+    x_T = SDE.prior_sample(mu, torch.Generator().manual_seed(1))
+    times = [100.0, 75.3, 40.7, 7.9, 0.0]
+    traj = teacher_trajectory(teacher, mu, SDE, times, x_T=x_T, teacher_nfe=10, teacher_kwargs=dict(t_start=60.0))
+    assert len(traj) == 5 and torch.equal(traj[0], x_T)
+    sb = lambda t: SDE.sigma_bar(torch.tensor(t, dtype=torch.float64)).item()  # noqa: E731
+    assert torch.allclose(traj[1], mu + sb(75.3) / sb(100.0) * (x_T - mu))
+    grid = teacher_grid(SDE, times, 10, t_start=60.0)
+    assert grid[0] == 60.0 and grid[-1] == 0.0 and {40.7, 7.9} <= set(grid) and max(grid) == 60.0
+    ref = sample(teacher, mu, SDE, prediction="noise", nfe=len(grid) - 1, time_schedule=grid,
+                 x_T=mu + sb(60.0) / sb(100.0) * (x_T - mu))
+    assert torch.allclose(traj[-1], ref)
+    plain = teacher_trajectory(teacher, mu, SDE, times, x_T=x_T, teacher_nfe=10)
+    assert not torch.allclose(plain[1], traj[1])
+
+
+def test_a_student_that_starts_later_moves_the_prior_first_and_needs_a_teacher_that_does_too():
+    """times[0] < T: sample_distilled moves x_T to times[0] (mu + sigma_bar(t0)/sigma_bar(T) (x_T - mu))
+    before its first call; the Distiller accepts such times only with a teacher t_start at or below them."""
+    from mrlight.distill import student_times
+
+    times = student_times(SDE, 2, t_start=60.0)
+    assert times[0] == 60.0 and times[-1] == 0 and len(times) == 3
+    assert student_times(SDE, 1, t_start=60.0) == [60.0, 0.0]
+    seen = []
+
+    def net(x, mu, t):
+        seen.append((x.clone(), float(t[0])))
+        return mu
+
+    D = Distilled(net, SDE, times, method="regression")
+    mu = mu_fn(torch.Generator().manual_seed(0))
+    x_T = SDE.prior_sample(mu, torch.Generator().manual_seed(1))
+    sample_distilled(D, mu, SDE, nfe=2, x_T=x_T)
+    sb = lambda t: SDE.sigma_bar(torch.tensor(t, dtype=torch.float64)).item()  # noqa: E731
+    assert seen[0][1] == 60.0 and torch.allclose(seen[0][0], mu + sb(60.0) / sb(100.0) * (x_T - mu))
+    with pytest.raises(ValueError, match="t_start"):
+        Distiller(Oracle(LAW, SDE), _student(), SDE, calls=2, times=times)
+    Distiller(Oracle(LAW, SDE), _student(), SDE, calls=2, times=times, teacher_kwargs=dict(t_start=60.0))

@@ -22,7 +22,14 @@ def test_student_run_records_what_sample_py_needs_and_validates_beside_the_teach
     cfg = load_tiny(f"distill.teacher={teacher}", "distill.calls=2", "trainer.max_steps=2", "val.every_n_steps=2",
                     f"output_dir={tmp_path / 'student'}")
     assert cfg.sampler.sampler == "distilled" and cfg.sampler.nfe == 2 and cfg.init_from == str(teacher)
-    assert len(cfg.distill.times) == 3 and cfg.distill.times[0] == 100 and cfg.distill.times[-1] == 0
+    # a noise teacher is solved from its later start (noise_network_defaults): the student starts there too,
+    # and its output is the teacher's (noise), so the copy starts as the teacher's own x0 estimate
+    from mrlight.sampling import noise_network_defaults
+    from mrlight.schema import build_sde
+
+    t_start = noise_network_defaults("noise", build_sde(cfg.sde))["t_start"]
+    assert len(cfg.distill.times) == 3 and cfg.distill.times[0] == t_start < 100 and cfg.distill.times[-1] == 0
+    assert cfg.distill.student_prediction == "noise"
     result = run(cfg)
     assert {"val/psnr", "val/teacher_mr10/psnr", "val/swd", "val/teacher_mr10/swd"} <= set(result.val_metrics)
     saved = load_checkpoint(result.last_checkpoint)

@@ -60,7 +60,10 @@ class Distilled(nn.Module):
     Args:
         student: the network, called `student(x_t, mu, t)` with `t` a float32 tensor [B] in grid units.
         sde: the MR SDE of the teacher.
-        times: calls + 1 strictly decreasing times from T down to 0.
+        times: calls + 1 strictly decreasing times from T (or a later start t_0 < T) down to 0. With
+            t_0 < T the prior draw x_T is first moved to t_0 by the exact first-order step with
+            x0_hat = mu, x = mu + sigma_bar(t_0) / sigma_bar(T) (x_T - mu) (no network call), as the MR
+            Sampler's `t_start` does for a noise teacher.
         method: how the student was distilled (recorded, e.g. "regression").
         prediction: what the student's raw output means ("data", "velocity" or "noise").
         step: how to move between grid times, one of `STEP_RULES`.
@@ -78,8 +81,6 @@ class Distilled(nn.Module):
         if len(times) < 2:
             raise ValueError(f"times must hold at least 2 times (T ... 0), got {times!r}")
         t = check_times(times, sde, len(times) - 1, "times")
-        if t[0].item() != sde.T:
-            raise ValueError(f"times must start at T={sde.T} (the prior), got {t[0].item():g}")
         self.student = student
         self.register_buffer("times", t)
         self.method = str(method)
@@ -181,6 +182,9 @@ def sample_distilled(D: Distilled, mu: torch.Tensor, sde: MRSDE, *, nfe: int, x_
             raise ValueError(f"x_T and mu must have the same shape, got {tuple(x_T.shape)} and {tuple(mu.shape)}")
         x = x_T.to(device=mu.device, dtype=torch.float32)
     times = D.times.tolist()
+    if times[0] < sde.T:  # a later start: the prior moved to times[0] (see Distilled)
+        sb = sde.sigma_bar(torch.tensor([times[0], float(sde.T)], dtype=torch.float64))
+        x = mu + (sb[0] / sb[1]).item() * (x - mu)
     with torch.no_grad():
         for i in range(D.calls):
             t = torch.full((x.shape[0],), times[i], dtype=torch.float32, device=x.device)
