@@ -339,6 +339,8 @@ def main(argv=None) -> None:
     p.add_argument("--name", default=None)
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--skip", type=int, default=0,
+                   help="leave out the first K test images (held-out evaluation: the remedies were chosen on the first 8)")
     p.add_argument("--steps", default=None, help="only these steps (comma-separated)")
     p.add_argument("--thresholding", action="store_true", help="dynamic thresholding of x0_hat (data form rows)")
     p.add_argument("--data-root", default=str((REPO / ".." / "shared" / "data").resolve()))
@@ -354,7 +356,9 @@ def main(argv=None) -> None:
                       "noise_remedies" if a.remedies else "noise_curve")
     invoked = "python benchmarks/noise_curve.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     load_start, t0 = load_average(), time.perf_counter()
+    a.images += a.skip
     lq, gt, names = test_subset(a, "denoise", 42)
+    lq, gt, names, a.images = lq[a.skip:], gt[a.skip:], names[a.skip:], a.images - a.skip
     lq_row = input_metrics(lq, gt)
     samplers = TABLE2 if a.table2 else REMEDIES if a.remedies else SAMPLERS
     keys = [f"{label}@{nfe}" for label, nfe, _ in samplers]

@@ -359,7 +359,7 @@ def main(argv=None):
     verdict = [
         f"**MR Sampler (default: {mr['label']}, data) at NFE 10 vs posterior at NFE 100, same checkpoint:** "
         f"{mr['psnr']:.2f} vs {post['psnr']:.2f} dB PSNR, difference {gap:+.2f} dB "
-        f"({'within' if gap >= -0.1 else 'NOT within'} 0.1 dB); SSIM {mr['ssim']:.4f} vs {post['ssim']:.4f}; "
+        f"({'ahead' if gap > 0.1 else 'within 0.1 dB' if gap >= -0.1 else 'NOT within 0.1 dB'}); SSIM {mr['ssim']:.4f} vs {post['ssim']:.4f}; "
         f"{mr['sec_per_image']:.2f} vs {post['sec_per_image']:.2f} s/image.",
         f"Best MR configuration at NFE 10: {best['label']} ({best['psnr']:.2f} dB).",
     ]
