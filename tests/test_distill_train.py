@@ -99,3 +99,31 @@ def test_sigterm_and_resume_of_a_distillation_run_repeat_the_uninterrupted_losse
     b = load_checkpoint(resumed.last_checkpoint)
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_kill_9_inside_a_checkpoint_write_then_resume_matches_the_uninterrupted_student(env, tmp_path, teacher):
+    """A distillation run SIGKILLed halfway through its 3rd checkpoint write keeps the 2nd (step 2);
+    `ckpt_path=last` resumes from it to the student an uninterrupted run reaches, weight for weight."""
+    import signal
+
+    from mrlight.checkpoint_io import KILL_DURING_SAVE_ENV
+    from test_reliability import _start
+
+    def args(out):
+        return ["task=tiny", f"output_dir={out}", "trainer.max_steps=5", "val.every_n_steps=1000",
+                "checkpoint.every_n_steps=1", f"distill.teacher={teacher}", "distill.calls=2", "ckpt_path=last"]
+
+    whole = run_script("train.py", args(tmp_path / "whole"), env, tmp_path)
+    assert whole.returncode == 0, (whole.stdout + whole.stderr)[-3000:]
+    proc = _start(args(tmp_path / "cut"), env, tmp_path, **{KILL_DURING_SAVE_ENV: "3"})
+    log = proc.communicate(timeout=600)[0]
+    assert proc.returncode == -signal.SIGKILL, log[-2000:]
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.ckpt")["global_step"] == 2
+    resumed = run_script("train.py", args(tmp_path / "cut"), env, tmp_path)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 5
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6, msg=name)
