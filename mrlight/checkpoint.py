@@ -178,8 +178,9 @@ def portable_config(config: dict, data_root: str = "./data") -> dict:
     """A copy of a run config with no path of the machine it was trained on, for files that are shared.
 
     Data paths under `data.root` move under `data_root` (the default root), `output_dir` becomes
-    `outputs/<task>`, and any other absolute path (`init_from`, an encoder file) keeps its file name
-    only: a shipped checkpoint must not carry /home/... of its training machine.
+    `outputs/<task>`, a path inside this repository becomes relative to it (a student's
+    `distill.teacher: checkpoints/...`), and any other absolute path (`init_from`, an encoder file)
+    keeps its file name only: a shipped checkpoint must not carry /home/... of its training machine.
     """
     import copy
     import os
@@ -194,6 +195,9 @@ def portable_config(config: dict, data_root: str = "./data") -> dict:
             return f"outputs/{config.get('task') or 'run'}"
         if root and os.path.isabs(root) and (value == root or value.startswith(root.rstrip("/") + "/")):
             return data_root + value[len(root.rstrip("/")):]
+        repo = str(Path(__file__).resolve().parent.parent)
+        if value.startswith(repo + "/"):
+            return value[len(repo) + 1:]
         return Path(value).name
 
     def walk(node, prefix=""):

@@ -3,6 +3,8 @@ portable shipped configs (issue 18)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,6 +54,9 @@ def test_portable_config_drops_machine_paths():
     assert out["data"]["train_dir"] == "./data/clean-train" and out["data"]["root"] == "./data"
     assert out["relative"] == "runs/x" and config["init_from"] == "/home/me/a.ckpt"  # the input is untouched
     assert absolute_paths(config)  # the checker sees what it should
+    repo = Path(__file__).resolve().parent.parent
+    teacher = portable_config({"distill": {"teacher": str(repo / "checkpoints" / "t.ckpt")}})
+    assert teacher["distill"]["teacher"] == "checkpoints/t.ckpt"  # inside the repository: relative to it
 
 
 def test_tune_steps_on_a_cuda_device_without_gpu_is_one_clear_line(tmp_path):
