@@ -7,7 +7,8 @@ Every row restores the same CBSD68 crops (sigma 25, LQ made by the task's own da
 `mrlight.inference.Restorer`, i.e. exactly as `sample.py` would: the teacher with its checkpoint's
 default sampler (for a noise checkpoint that includes `noise_network_defaults`) at NFE 5/10/20,
 IR-SDE posterior sampling at NFE 100, and each student (`--student`, repeatable) in its own number
-of calls. The prior draw x_T is the same for every row (the Restorer seeds it from the image name).
+of calls, beside the teacher run as that k-call restorer without any training (what a student copied
+from the teacher starts as: the measure of what distillation adds). The prior draw x_T is the same for every row (the Restorer seeds it from the image name).
 Reported: PSNR / SSIM (RGB, mean over images), `swd` (set-level sliced Wasserstein distance of
 Laplacian-pyramid patches, lower is more realistic; mrlight.metrics) and the wall clock per image
 (one thread; the machine is shared, so compare rows of one run). The bars of issue 17 are checked
@@ -69,7 +70,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             if r["kind"] == "posterior":
                 ax.plot([r["calls"]], [r[metric]], "s", color="gray", label="teacher, posterior@100")
             elif r["kind"] == "student":
-                ax.plot([r["calls"]], [r[metric]], "*", ms=14, label=f"student ({r['label']})")
+                ax.plot([r["calls"]], [r[metric]], "*", ms=14, label=f"student: {r['label']}")
+            elif r["kind"] == "copy":
+                ax.plot([r["calls"]], [r[metric]], "x", ms=9, color="black", label=r["label"])
         ax.set_xscale("log")
         ax.set_xticks([1, 2, 5, 10, 20, 100], ["1", "2", "5", "10", "20", "100"])
         ax.set_xlabel("network calls per image")
@@ -120,6 +123,13 @@ def main(argv=None) -> None:
     for path in a.student:
         student = Restorer.from_checkpoint(str(path))
         calls = int(student.sampler["nfe"])
+        # what distillation adds: the teacher itself run as the student's k-call restorer (the student's
+        # starting point when it is a copy of the teacher: same times, output meaning and step rule)
+        untrained = Restorer(teacher.net, teacher.sde, teacher.prediction, student.sampler, seed=teacher.seed,
+                             distill=student.distill)
+        rows.append({"kind": "copy", "label": f"teacher as a {calls}-call restorer (no distillation)",
+                     "calls": calls, **run_row(untrained, lq, gt, names)})
+        print(rows[-1]["label"], f"{rows[-1]['psnr']:.2f} / {rows[-1]['swd']:.1f}", flush=True)
         rows.append({"kind": "student", "label": f"{path.stem} ({calls} call{'s' if calls > 1 else ''})",
                      "calls": calls, **run_row(student, lq, gt, names)})
         print(rows[-1]["label"], f"{rows[-1]['psnr']:.2f} / {rows[-1]['swd']:.1f}", flush=True)

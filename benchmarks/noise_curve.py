@@ -104,6 +104,9 @@ REMEDIES = [
     ("(e) SDE-2 clip t_start=60", 5, _mr(**SDE2, **CLIP, t_start=60)),
     ("default", 20, _mr()),
     ("noise_network_defaults", 20, _mr(**noise_network_defaults("noise", MRSDE()))),
+    # (f) the first-order ODE with the noise-network defaults (a PSNR / swd trade-off: docs/SAMPLERS.md)
+    *[("(f) order 1 + noise_network_defaults", n, _mr(**noise_network_defaults("noise", MRSDE()), order=1))
+      for n in (5, 10, 20)],
     *[(f"(a+d) clip t_start={ts}", 20, _mr(t_start=ts, **CLIP)) for ts in (60, 50)],
     ("posterior", 20, dict(sampler="posterior")), ("posterior", 100, dict(sampler="posterior")),
 ]
@@ -339,6 +342,7 @@ def main(argv=None) -> None:
     p.add_argument("--name", default=None)
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--only", default=None, help="only the rows whose label@nfe matches this regular expression")
     p.add_argument("--skip", type=int, default=0,
                    help="leave out the first K test images (held-out evaluation: the remedies were chosen on the first 8)")
     p.add_argument("--steps", default=None, help="only these steps (comma-separated)")
@@ -361,6 +365,8 @@ def main(argv=None) -> None:
     lq, gt, names, a.images = lq[a.skip:], gt[a.skip:], names[a.skip:], a.images - a.skip
     lq_row = input_metrics(lq, gt)
     samplers = TABLE2 if a.table2 else REMEDIES if a.remedies else SAMPLERS
+    if a.only:
+        samplers = [row for row in samplers if re.search(a.only, f"{row[0]}@{row[1]}")]
     keys = [f"{label}@{nfe}" for label, nfe, _ in samplers]
     targets = [(path.stem, 0, path) for path in (a.ckpt[:1] if a.table2 else a.ckpt)]
     only = {int(s) for s in a.steps.split(",")} if a.steps else None
