@@ -195,3 +195,35 @@ def test_noise_prediction_denoiser_is_what_its_card_says():
         return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
     assert psnr(out, clean) >= psnr(noisy, clean) + 4.0  # the card: +7.0 dB at step 4000 on CBSD68 crops
+
+
+@pytest.mark.parametrize("calls", [1, 2])
+def test_distilled_noise_denoiser_restores_in_its_calls_as_its_card_says(calls):
+    """The distilled students of the noise-prediction denoiser: named for what they are, EMA weights and
+    config only (weights_only), no machine paths, `sampler: distilled` with their number of calls, a
+    teacher recorded relative to the repository; sample.py's path restores a real crop well above its
+    noisy input in exactly `calls` network calls."""
+    from skimage import data as skdata
+
+    from mrlight.checkpoint import absolute_paths
+
+    path = REPO / "checkpoints" / f"mrlight-distill{calls}-noise-denoise-s25-cpu.ckpt"
+    assert "distill" in path.name and path.stat().st_size <= 5 * 2**20 and path.name in CARD.read_text()
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    config = raw["hyper_parameters"]["config"]
+    assert config["sampler"]["sampler"] == "distilled" and config["sampler"]["nfe"] == calls
+    assert config["distill"]["teacher"] == "checkpoints/mrlight-noise-denoise-s25-cpu.ckpt"
+    assert len(config["distill"]["times"]) == calls + 1 and absolute_paths(config) == []
+    restorer = Restorer.from_checkpoint(path)
+    seen = []
+    forward = restorer.net.forward
+    restorer.net.forward = lambda *a, **k: seen.append(1) or forward(*a, **k)
+    clean = torch.from_numpy(skdata.coffee()[100:164, 200:264].copy()).permute(2, 0, 1).float() / 255
+    noisy = (clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    out = restorer(noisy, name="coffee")
+
+    def psnr(a, b):
+        return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+    assert len(seen) == calls
+    assert psnr(out, clean) >= psnr(noisy, clean) + 4.0  # the card: +6.3 / +6.7 dB on held-out CBSD68 crops
