@@ -226,4 +226,4 @@ def test_distilled_noise_denoiser_restores_in_its_calls_as_its_card_says(calls):
         return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
     assert len(seen) == calls
-    assert psnr(out, clean) >= psnr(noisy, clean) + 4.0  # the card: +6.3 / +6.7 dB on held-out CBSD68 crops
+    assert psnr(out, clean) >= psnr(noisy, clean) + 4.0  # the card: +6.4 / +6.6 dB on held-out CBSD68 crops (1 / 2 calls)
