@@ -194,7 +194,7 @@ def test_noise_prediction_denoiser_is_what_its_card_says():
     def psnr(a, b):
         return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
-    assert psnr(out, clean) >= psnr(noisy, clean) + 4.0  # the card: +7.0 dB at step 4000 on CBSD68 crops
+    assert psnr(out, clean) >= psnr(noisy, clean) + 4.0  # the card: posterior@100 +7.1 dB at step 20000 on held-out CBSD68 crops
 
 
 @pytest.mark.parametrize("calls", [1, 2])
