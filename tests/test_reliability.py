@@ -270,3 +270,25 @@ def test_ckpt_path_last_picks_the_newer_of_last_and_lightning_slurm_checkpoint(l
 
     with pytest.raises(CheckpointError, match="no checkpoint"):
         resolve_ckpt_path(load_tiny("ckpt_path=last", "stage=validate", f"output_dir={tmp_path / 'empty'}"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_stops_cleanly(env, tmp_path):
+    """SLURM (and a terminal's Ctrl-C) signal every process of the job, DataLoader workers included. The
+    workers leave the signal to the main process, which writes last.ckpt and exits 143 without a
+    traceback (a worker killed by the signal used to end the run in "DataLoader worker ... is killed")."""
+    out = tmp_path / "run"
+    args = ["task=tiny", f"output_dir={out}", "trainer.max_steps=100000", "val.every_n_steps=100000",
+            "checkpoint.every_minutes=null", "data.num_workers=1"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in proc.stdout:  # wait until training runs
+        if line.startswith("training from step"):
+            break
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, rest[-2000:]
+    assert "Traceback" not in rest and "SIGTERM: stopped at step" in rest, rest[-2000:]
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert f"stopped at step {ckpt['global_step']} " in rest

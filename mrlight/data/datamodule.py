@@ -270,8 +270,20 @@ class RestorationDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=bool(self.options.get("pin_memory")) and torch.cuda.is_available(),
             persistent_workers=bool(self.options.get("persistent_workers", True)) and workers > 0,
+            worker_init_fn=_leave_stop_signals_to_the_main_process if workers > 0 else None,
             collate_fn=collate,
         )
+
+
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """DataLoader worker init: ignore SIGTERM and SIGINT. Schedulers (SLURM) and a terminal's Ctrl-C
+    signal every process of the job; a worker that died of it ended the run with "DataLoader worker
+    ... is killed by signal" before the main process (mrlight.callbacks.RunGuard) could finish its step
+    and write last.ckpt. The workers still end with the main process (PyTorch's parent watchdog)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_datamodule(data_cfg: Any, *, seed: int = 0, val_max_images: int | None = None) -> RestorationDataModule:
