@@ -62,7 +62,7 @@ CALLS = (1, 2, 4)
 LOSSES = ("l2", "l1")
 # What the student's output means, by the teacher's prediction: the teacher's own, so that a copy of
 # the teacher starts as the teacher's x0 estimate. Measured on a real noise teacher (docs/DISTILL.md,
-# "Which output for a noise teacher's student"): after 50 steps from the teacher's copy the regression
+# "Choices that matter more than the method"): after 50 steps from the teacher's copy the regression
 # loss (x0 space) was 0.087 for a noise student, 0.32 for velocity and 0.46 for data (started at 0.12,
 # 0.73, 1.15). A noise output at t = T is ill-conditioned (x0 = mu + (x_t - mu - sigma_bar eps) / alpha,
 # sigma_bar / alpha = 39): a noise teacher's student starts at the teacher's t_start (`student_times`).
@@ -152,12 +152,8 @@ def teacher_trajectory(teacher_fn: Callable, mu: torch.Tensor, sde: MRSDE, times
         x_T = sde.prior_sample(mu, generator)
     x_T = x_T.float()
     want = {float(t) for t in times}
-    states = {}
-    sb_T = sde.sigma_bar(torch.tensor(float(sde.T), dtype=torch.float64))
-    for t in want | {grid[0]}:  # at and above the start: the prior moved by the marginal's noise scale
-        if t >= grid[0]:
-            c = (sde.sigma_bar(torch.tensor(float(t), dtype=torch.float64)) / sb_T).item()
-            states[t] = x_T if t == float(sde.T) else mu + c * (x_T - mu)
+    # at and above the start: the prior moved by the marginal's noise scale
+    states = {t: sde.prior_moved_to(x_T, mu, t) for t in want | {grid[0]} if t >= grid[0]}
 
     def keep(d):
         t = grid[d["i"] + 1]
@@ -399,8 +395,7 @@ def distill(teacher_fn: Callable, student: nn.Module, sde: MRSDE, mu_fn: Callabl
         method: one of `METHODS` (default "regression", chosen by measurement: docs/DISTILL.md).
         times: calls + 1 decreasing times from T to 0 (default `student_times(sde, calls)`).
         student_prediction: what the student's raw output means: "data", "velocity" or "noise"
-            (default `DEFAULT_STUDENT_PREDICTION[prediction]`: data for a data teacher, velocity for
-            a velocity or noise teacher).
+            (default `DEFAULT_STUDENT_PREDICTION[prediction]`: the teacher's own prediction).
         step: "ode" or "renoise" between the student's times (regression only; default "ode").
         teacher_nfe: steps of the teacher's ODE solve (merged with the student's times).
         teacher_kwargs: options of `mrlight.sampling.sample` for the teacher's solve.

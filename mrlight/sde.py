@@ -154,6 +154,15 @@ class MRSDE:
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float32)
         return mu.float() + self.max_sigma * noise
 
+    def prior_moved_to(self, x_T: torch.Tensor, mu: torch.Tensor, t: float) -> torch.Tensor:
+        """The prior draw x_T moved from T to time t by the exact first-order PF-ODE step with
+        x0_hat = mu: mu + sigma_bar(t) / sigma_bar(T) (x_T - mu) (a later start; it drops
+        alpha(t) (x0 - mu) from the marginal, small where alpha(t) is). x_T itself at t = T."""
+        if float(t) >= float(self.T):
+            return x_T
+        sb = self.sigma_bar(torch.tensor([float(t), float(self.T)], dtype=torch.float64))
+        return mu + (sb[0] / sb[1]).item() * (x_T - mu)
+
     def posterior_coefficients(self, t, s):
         """Tensor form of `posterior_params`: (c_x0, c_xt, std) float64 tensors for times t > s >= 0.
 

@@ -316,11 +316,8 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         raise
     except ValueError as err:
         raise OptionError("time_schedule", str(err)) from None
-    if t_start is not None:
-        # The prior moved to t_start by the MR marginal's noise scale: the exact first-order step T -> t_start
-        # with x0_hat = mu (it drops alpha(t_start) (x0 - mu), small against sigma_bar(t_start) where alpha is).
-        sb = sde.sigma_bar(torch.tensor([float(t_start), float(sde.T)], dtype=torch.float64))
-        x = mu + (sb[0] / sb[1]).item() * (x - mu)
+    if t_start is not None:  # the prior moved to t_start by the marginal's noise scale
+        x = sde.prior_moved_to(x, mu, float(t_start))
     denoiser = Denoiser(model_fn, mu, sde, prediction, o.get("thresholding", False),
                         o.get("threshold_ratio", 0.995), o.get("threshold_max", 1.5))
     kwargs = {k: v for k, v in o.items() if k not in ("time_schedule", "lambda_min", "t_min", "thresholding",

@@ -182,9 +182,7 @@ def sample_distilled(D: Distilled, mu: torch.Tensor, sde: MRSDE, *, nfe: int, x_
             raise ValueError(f"x_T and mu must have the same shape, got {tuple(x_T.shape)} and {tuple(mu.shape)}")
         x = x_T.to(device=mu.device, dtype=torch.float32)
     times = D.times.tolist()
-    if times[0] < sde.T:  # a later start: the prior moved to times[0] (see Distilled)
-        sb = sde.sigma_bar(torch.tensor([times[0], float(sde.T)], dtype=torch.float64))
-        x = mu + (sb[0] / sb[1]).item() * (x - mu)
+    x = sde.prior_moved_to(x, mu, times[0])  # a later start (see Distilled); x_T itself at T
     with torch.no_grad():
         for i in range(D.calls):
             t = torch.full((x.shape[0],), times[i], dtype=torch.float32, device=x.device)
