@@ -236,7 +236,7 @@ def plan(part: str, quick: bool, seeds: list[int], budgets: list[int]) -> list[d
                 jobs.append(dict(part="compare", method=method, calls=calls, iterations=it, seed=0, lr=3e-3))
         jobs.append(dict(part="compare", method="regression", calls=1, iterations=it, seed=0, loss="l1"))
         for calls in (2, 4):  # where the student's intermediate times go
-            for sched in ("karras-t", "linspace"):
+            for sched in ("karras-t-tmin", "linspace"):
                 jobs.append(dict(part="compare", method="regression", calls=calls, iterations=it, seed=0,
                                  schedule=sched))
     seen, unique = set(), []
@@ -286,7 +286,7 @@ def report(rows: list[dict], header: str) -> str:
     if refs:
         lines += ["## References (perfect network), W1 to the true law, mean ± std over eval seeds\n",
                   "| sampler | NFE | W1 |", "|---|---|---|"]
-        for name, label, nfe in (("mr5", "MR Sampler (defaults: ODE-2 data karras-t)", 5),
+        for name, label, nfe in (("mr5", "MR Sampler (defaults: ODE-2 data karras-t-tmin)", 5),
                                  ("mr10", "MR Sampler (defaults)", 10), ("mr20", "MR Sampler = the teacher's solve", 20),
                                  ("posterior100", "IR-SDE posterior sampling", 100), ("floor", "exact sample (floor)", "-")):
             lines.append(f"| {label} | {nfe} | {_ms([r[name] for r in refs])} |")
@@ -369,7 +369,7 @@ def main(argv=None):
         a.seeds, a.budgets = a.seeds[:1], [150]
     header = (f"Machine: {machine()}.\n\nLaw of x0 - mu (held out): {LAW_KW}; SDE: {SDE!r}; student: PixelMLP "
               f"({sum(p.numel() for p in PixelMLP().parameters())} parameters); teacher: the exact network "
-              f"(mrlight.analytic.Oracle, noise prediction) solved by the MR Sampler ODE-2 data form on karras-t "
+              f"(mrlight.analytic.Oracle, noise prediction) solved by the MR Sampler ODE-2 data form on karras-t-tmin "
               f"NFE 20 merged with the student's times; {PIXELS} evaluation pixels. Command: "
               f"`python benchmarks/distill_analytic.py {' '.join(sys.argv[1:] if argv is None else argv)}`.")
     print(header, file=sys.stderr)

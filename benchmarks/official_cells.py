@@ -42,8 +42,12 @@ laws (the two above and the held-out law of tests/test_sampler_v2.py):
     sampler with the official last step and on the official times), the spread of the output for
     single Gaussian laws, and the stability of the noise-form SDE-2 recursion for a point mass.
 
+12. karras-t (since issue 18's second round the official grid: rho 7 from T down to t = 1, that last
+    point replaced by t = 0) against karras-t-tmin (mrlight's default, named karras-t before) on every
+    configuration the official code runs on its karras-t grid.
+
     python benchmarks/official_cells.py                  # all sections, about 40 minutes on one CPU core
-    python benchmarks/official_cells.py --sections 9 10 11   # issue 18 only
+    python benchmarks/official_cells.py --sections 9 10 11 12   # issue 18 only
 """
 
 from __future__ import annotations
@@ -233,7 +237,7 @@ def noise_form_end(sde, mu, seed):
     variants = [("u-space step to t = 0 (before issue 9)", None, True), ("end at u = 1/1020, carry", 0.5 / 510, True),
                 ("end at u = 1/510, carry (issue 9)", 1 / 510, True), ("end at u = 1/255, carry", 1 / 255, True),
                 ("end at u = 1/510, stop (issue 18)", 1 / 510, False)]
-    scheds = ["linspace", "uniform-lambda-tmin", "karras-t", "quadratic-t", "optimized"]  # as run in issue 9
+    scheds = ["linspace", "uniform-lambda-tmin", "karras-t-tmin", "quadratic-t", "optimized"]  # as run in issue 9
     laws = (GaussianMixture(), GaussianMixture(**SECOND_LAW))
     print(f"\n### The noise-form ODE's end point (seed {seed}; sums over ODE-2/3, {len(scheds)} schedules, "
           "NFE 5/10/20, both laws)\n")
@@ -300,7 +304,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="seeds for the seed means of sections 5 and 9-11")
     p.add_argument("--cache", type=Path, default=None,
                    help="JSON file of the W1 runs of sections 9-11, read first and written after each section")
-    p.add_argument("--sections", type=int, nargs="+", default=list(range(1, 12)), choices=range(1, 12),
+    p.add_argument("--sections", type=int, nargs="+", default=list(range(1, 13)), choices=range(1, 13),
                    help="sections to run (1-3 and 4 run together; default: all)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -349,7 +353,7 @@ def main(argv=None):
     sections = {5: lambda: seed_means(sde, mu, a.seeds, floor), 6: lambda: global_end_point(sde, mu, t_end, a.seed, floor),
                 7: lambda: noise_form_end(sde, mu, a.seed), 8: lambda: uniform_lambda_t_min(sde, mu, a.seed, floor),
                 9: lambda: uniform_lambda_grids(sde, mu, a.seeds), 10: lambda: all_cells(sde, mu, a.seeds),
-                11: lambda: noise_sde2_cells(sde, mu, a.seeds)}
+                11: lambda: noise_sde2_cells(sde, mu, a.seeds), 12: lambda: karras_t_grids(sde, mu, a.seeds)}
     if a.cache is not None and a.cache.is_file():
         _RUNS.update({tuple(json.loads(k)): v for k, v in json.loads(a.cache.read_text()).items()})
     for k in sorted(set(a.sections) & set(sections)):
@@ -439,6 +443,38 @@ def uniform_lambda_grids(sde, mu, seeds):
           f"{totals['grid']:.4f} (uniform-lambda) vs {totals['tmin']:.4f} (uniform-lambda-tmin).")
     for k, name in (("grid", "uniform-lambda"), ("tmin", "uniform-lambda-tmin")):
         print(f"Behind the official rules by more than 2 x floor with {name}: {'; '.join(behind[k]) or 'none'}.")
+
+
+def karras_t_grids(sde, mu, seeds):
+    """Section 12: karras-t (now the official grid) against karras-t-tmin (mrlight's default, formerly karras-t)."""
+    configs = [(s, o, p) for s, o in (("ode", 1), ("ode", 2), ("ode", 3), ("sde", 1), ("sde", 2)) for p in ("data", "noise")]
+    print(f"\n### karras-t (the official grid) vs karras-t-tmin (seed means, seeds 0-{seeds - 1})\n")
+    print("Every configuration the official code runs on its karras-t grid; W1 seed means; verdicts against the "
+          "official rules (within = within 2 x floor; diverged = above returning mu).\n")
+    print("| solver | order | param | NFE | law | official rules | karras-t | karras-t-tmin |\n|---|---|---|---|---|---|---|---|")
+    totals = {"karras-t": 0.0, "karras-t-tmin": 0.0}
+    counts = {k: {} for k in totals}
+    for law_name in LAWS:
+        floor, trivial = _law_scales(law_name, mu.numel(), seeds)
+        for n in NFES:
+            for solver, order, param in configs:
+                off = sum(_run("official", law_name, solver, order, param, "karras-t", n, s, sde, mu) for s in range(seeds)) / seeds
+                cells = []
+                for sched in totals:
+                    m = sum(_run("mrlight", law_name, solver, order, param, sched, n, s, sde, mu) for s in range(seeds)) / seeds
+                    totals[sched] += min(m, trivial)
+                    v = _verdict(m, off, floor, trivial)
+                    counts[sched][(n, v)] = counts[sched].get((n, v), 0) + 1
+                    cells.append(f"{m:.4f}" + {"both diverged": " (both diverged)", "mrlight better": "",
+                                               "equal within 2 x floor": " (=)", "**official better**": " **(official better)**"}[v])
+                print(f"| {solver} | {order} | {param} | {n} | {law_name} | {off:.4f} | " + " | ".join(cells) + " |")
+    kinds = ["mrlight better", "equal within 2 x floor", "**official better**", "both diverged"]
+    print("\n| grid | NFE | " + " | ".join(k.strip("*") for k in kinds) + " |\n|---|---|" + "---|" * len(kinds))
+    for sched in totals:
+        for n in NFES:
+            print(f"| {sched} | {n} | " + " | ".join(str(counts[sched].get((n, k), 0)) for k in kinds) + " |")
+    print(f"\nSummed W1 (each capped at returning mu): karras-t {totals['karras-t']:.4f}, "
+          f"karras-t-tmin {totals['karras-t-tmin']:.4f}.")
 
 
 def all_cells(sde, mu, seeds):

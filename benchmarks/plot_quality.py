@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PNG = HERE.parent / "docs" / "img" / "quality_vs_nfe.png"
-COLORS = {"linspace": "tab:blue", "uniform-lambda": "tab:orange", "karras-t": "tab:green", "quadratic-t": "tab:purple",
+COLORS = {"linspace": "tab:blue", "uniform-lambda": "tab:orange", "karras-t": "tab:olive", "karras-t-tmin": "tab:green", "quadratic-t": "tab:purple",
           "optimized": "tab:brown"}
 
 
@@ -53,7 +53,7 @@ def plot(rows, png: Path = DEFAULT_PNG, title_suffix: str = "") -> Path:
             if fam not in ("mrlight", "official") or (sv, od) != (solver, order):
                 continue
             unic = sampler == "mr+unic"
-            if unic and sched not in ("optimized", "karras-t"):
+            if unic and sched not in ("optimized", "karras-t-tmin"):
                 continue  # UniC on the two best schedules only, for legibility
             pts.sort()
             ls = (0, (4, 1, 1, 1)) if unic else ("-" if fam == "mrlight" else "--")

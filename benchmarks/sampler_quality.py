@@ -35,7 +35,7 @@ from mrlight.sampling.schedules import T_MIN_SCHEDULES  # noqa: E402
 from mrlight.sde import MRSDE  # noqa: E402
 
 SOLVER_ORDERS = [("ode", 1), ("ode", 2), ("ode", 3), ("sde", 1), ("sde", 2)]
-MR_SCHEDULES = ["linspace", "uniform-lambda", "karras-t", "quadratic-t", "optimized"]
+MR_SCHEDULES = ["linspace", "uniform-lambda", "karras-t", "karras-t-tmin", "quadratic-t", "optimized"]
 # A second law for the held-out check (neither this nor GaussianMixture() is a calibration law of
 # the optimized steps, mrlight.sampling.optimize.calibration_laws).
 SECOND_LAW = dict(weights=[0.7, 0.3], means=[0.05, -0.1], stds=[0.02, 0.1])
@@ -87,7 +87,7 @@ def run_all(pixels: int, nfes: list[int], seed: int, ablation: bool):
                         dict(final_order=1)]
             for order in (2, 3):
                 for param in ("data", "noise"):
-                    for sched in ("linspace", "uniform-lambda", "karras-t"):
+                    for sched in ("linspace", "uniform-lambda", "karras-t-tmin"):
                         for v in variants:
                             if "t_min" in v and sched not in T_MIN_SCHEDULES:  # refused: t_min is unused there
                                 continue
@@ -98,7 +98,7 @@ def run_all(pixels: int, nfes: list[int], seed: int, ablation: bool):
                                          parameterization=param, time_schedule=sched, generator=gen(), **v)
                             record("ablation", cfg, nfe, out, time.perf_counter() - t)
             for order in (2, 3):
-                for sched in ("karras-t", "optimized"):
+                for sched in ("karras-t-tmin", "optimized"):
                     for variant in ("bh1", "exact"):
                         cfg = dict(sampler=f"mr+unic unic_variant={variant}", solver="ode", order=order,
                                    parameterization="data", schedule=sched)
@@ -116,7 +116,7 @@ def run_all(pixels: int, nfes: list[int], seed: int, ablation: bool):
 
 
 HELD_OUT = [dict(order=o, parameterization=p, time_schedule=s, corrector=c)
-            for o in (2, 3) for p in ("data", "noise") for s in ("karras-t", "optimized") for c in ("none", "unic")]
+            for o in (2, 3) for p in ("data", "noise") for s in ("karras-t-tmin", "optimized") for c in ("none", "unic")]
 
 
 def held_out_law(pixels: int, seed: int):
@@ -136,7 +136,7 @@ def held_out_law(pixels: int, seed: int):
 
 # The bars compare two noisy estimates (W1 over a finite sample; posterior sampling is stochastic), so
 # they are also checked as means over several seeds for fixed candidate configurations.
-BAR_CANDIDATES = [dict(order=o, time_schedule=s, corrector="unic") for o in (2, 3) for s in ("optimized", "karras-t")]
+BAR_CANDIDATES = [dict(order=o, time_schedule=s, corrector="unic") for o in (2, 3) for s in ("optimized", "karras-t-tmin")]
 
 
 def _label(cfg: dict) -> str:

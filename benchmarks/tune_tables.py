@@ -69,9 +69,9 @@ def main(argv=None):
     else:
         tables = tune(a.max_sigma, a.out)
     tables["_note"] = (f"Computed by benchmarks/tune_tables.py: mrlight.sampling.optimize_times on its calibration "
-                       f"laws, pixels per NFE {PIXELS}, Nelder-Mead budget per NFE {MAX_EVALS} evaluations, start karras-t, "
+                       f"laws, pixels per NFE {PIXELS}, Nelder-Mead budget per NFE {MAX_EVALS} evaluations, start karras-t-tmin, "
                        f"data-form MR ODE; 'distance' is the mean |x - x_ref| to the DOP853 reference before "
-                       f"(karras-t) and after. Machine: {platform.machine()} CPU, 1 thread, torch {torch.__version__}.")
+                       f"(karras-t-tmin) and after. Machine: {platform.machine()} CPU, 1 thread, torch {torch.__version__}.")
     a.out.write_text(json.dumps(tables, indent=1))
     print(f"wrote {a.out}")
 

@@ -19,7 +19,7 @@ or, for consistency distillation, re-noises its x0 with the MR marginal (`mrligh
 
 Methods (`METHODS`; docs/DISTILL.md has the measurements that chose the default):
 - "regression" (default; Luhman & Luhman 2021, multistep): per batch, the teacher's PF-ODE is solved
-  from x_T with the MR Sampler (ODE-2, data form, `teacher_nfe` steps on karras-t merged with the
+  from x_T with the MR Sampler (ODE-2, data form, `teacher_nfe` steps on karras-t-tmin merged with the
   student's times), and at every student time t_i the student's x0 is regressed onto the x0 that
   makes its ODE step land on the teacher's state at t_{i+1} (at the last time: the teacher's end
   point). `step="renoise"` regresses every time onto the end point instead and samples by re-noising.
@@ -117,12 +117,12 @@ def refine(sde: MRSDE, times: Sequence[float], levels: int, t_floor: float = DEF
 
 def teacher_grid(sde: MRSDE, times: Sequence[float], teacher_nfe: int, min_gap: float = 0.25,
                  t_start: float | None = None) -> list[float]:
-    """The teacher's times: karras-t with `teacher_nfe` steps from `t_start` (default T) merged with
+    """The teacher's times: karras-t-tmin with `teacher_nfe` steps from `t_start` (default T) merged with
     the `times` at or below it (teacher times closer than `min_gap` grid units to one of `times` are
     dropped)."""
     start = float(sde.T) if t_start is None else float(t_start)
-    base = (get_times("karras-t", sde, teacher_nfe) if t_start is None else
-            TIME_SCHEDULES["karras-t"](sde, teacher_nfe, start, min(DEFAULT_T_MIN, start))).tolist()
+    base = (get_times("karras-t-tmin", sde, teacher_nfe) if t_start is None else
+            TIME_SCHEDULES["karras-t-tmin"](sde, teacher_nfe, start, min(DEFAULT_T_MIN, start))).tolist()
     below = [float(t) for t in times if float(t) <= start]
     keep = [b for b in base if min(abs(b - t) for t in below) > min_gap]
     return sorted(set(below) | set(keep) | {start}, reverse=True)

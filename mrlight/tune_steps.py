@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
            "tuned_on": f"{args.ckpt}, {len(mu)} crops of {args.input}",
            "distance_before": info["before"], "distance_after": info["after"]}
     Path(str(args.output)).write_text(OmegaConf.to_yaml(OmegaConf.create(out)))
-    print(f"distance to the {args.reference_nfe}-step reference solve: karras-t {info['before']:.5f} -> "
+    print(f"distance to the {args.reference_nfe}-step reference solve: karras-t-tmin {info['before']:.5f} -> "
           f"optimized {info['after']:.5f}")
     print(f"wrote {args.output}: times {', '.join(f'{t:.2f}' for t in times)}")
     return 0

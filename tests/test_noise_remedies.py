@@ -60,7 +60,7 @@ def test_clipped_x0_hat_never_leaves_the_data_range(solver):
 
 
 # -- (d) a later start t_start from the rescaled prior --------------------------------------------------
-@pytest.mark.parametrize("schedule", ["karras-t", "linspace", "uniform-lambda", "uniform-lambda-tmin", "quadratic-t"])
+@pytest.mark.parametrize("schedule", ["karras-t-tmin", "karras-t", "linspace", "uniform-lambda", "uniform-lambda-tmin", "quadratic-t"])
 @pytest.mark.parametrize("nfe", [1, 5, 10])
 def test_t_start_starts_at_that_time_with_the_rescaled_prior_in_exactly_nfe_calls(schedule, nfe):
     mu = _mu()
@@ -200,7 +200,7 @@ def test_noise_network_defaults_beat_the_default_on_a_noisy_oracle():
 
 
 def test_get_times_is_unchanged_by_t_start_support():
-    t = get_times("karras-t", SDE, 10)
+    t = get_times("karras-t-tmin", SDE, 10)
     assert t[0].item() == 100.0 and t[-1].item() == 0.0
 
 

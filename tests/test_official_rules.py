@@ -96,6 +96,52 @@ def test_t_min_belongs_to_the_variant_not_to_the_official_grid():
         sample(Oracle(law, sde), mu, sde, nfe=4, time_schedule="uniform-lambda", t_min=1.0)
 
 
+def official_karras_t(T: int, n: int, rho: float = 7.0) -> np.ndarray:
+    """The official code's 'karras-t' times (numpy float64): rho-spacing in t from T down to t = 1."""
+    i = np.linspace(0, 1, n + 1)
+    return (T ** (1 / rho) + i * (1.0 - T ** (1 / rho))) ** rho
+
+
+@pytest.mark.parametrize("sde", SDES, ids=["cosine-50", "linear-30-T200"])
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 20])
+def test_karras_t_is_the_official_grid_and_calls_the_network_at_its_times(sde, n):
+    ref = official_karras_t(sde.T, n)
+    t = get_times("karras-t", sde, n)
+    assert t.dtype == torch.float64 and t.shape == (n + 1,) and t[-1].item() == 0.0
+    assert ref[-1] == pytest.approx(1.0)  # where the official sampler stops; mrlight steps on into t = 0
+    np.testing.assert_allclose(t[:-1].numpy(), ref[:-1], rtol=0, atol=1e-9)
+    seen = []
+
+    def model(x, mu, tt):
+        seen.append(tt[0].item())
+        return torch.zeros_like(x)
+
+    sample(model, torch.full((1, 1, 2, 2), 0.5), sde, nfe=n, time_schedule="karras-t",
+           generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(seen, ref[:-1].astype(np.float32), rtol=0, atol=1e-4)
+
+
+def test_karras_t_agrees_with_the_benchmarks_restatement():
+    for n in (5, 10, 20):
+        official = official_times(DaclipGrid(), n, "karras-t")
+        assert torch.allclose(get_times("karras-t", MRSDE(), n)[:-1], official[:-1], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [2, 5, 10])
+def test_karras_t_tmin_is_the_default_and_ends_at_t_min_then_zero(n):
+    sde = MRSDE()
+    t = get_times("karras-t-tmin", sde, n, t_min=3.0)
+    assert t[0].item() == sde.T and t[-2].item() == 3.0 and t[-1].item() == 0.0
+    assert not torch.equal(t, get_times("karras-t", sde, n))
+    mu, law = torch.full((1, 1, 2, 2), 0.5), GaussianMixture()
+    default = sample(Oracle(law, sde), mu, sde, nfe=n, generator=torch.Generator().manual_seed(1))
+    tmin = sample(Oracle(law, sde), mu, sde, nfe=n, time_schedule="karras-t-tmin", generator=torch.Generator().manual_seed(1))
+    official = sample(Oracle(law, sde), mu, sde, nfe=n, time_schedule="karras-t", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(default, tmin) and not torch.equal(default, official)
+    with pytest.raises(ValueError, match="t_min"):
+        sample(Oracle(law, sde), mu, sde, nfe=n, time_schedule="karras-t", t_min=2.0)
+
+
 @pytest.mark.parametrize("parameterization", ["noise", "data"])
 def test_sde2_step_equals_the_official_formula(parameterization):
     """x_t = cx x_s + cmu mu + w0 q_s + w1 q_prev + std z, with the official code's phi1, phi2 and

@@ -67,7 +67,7 @@ def test_stored_optimized_steps_beat_karras_t_on_a_held_out_law(nfe, order, corr
     assert all(law.means != HELD_OUT.means for law in calibration_laws() + [LAW])
     times = optimized_times(SDE, nfe, order, corrector)
     opt = _distance_to_reference(HELD_OUT, times.tolist(), nfe, order, corrector)
-    karras = _distance_to_reference(HELD_OUT, "karras-t", nfe, order, corrector)
+    karras = _distance_to_reference(HELD_OUT, "karras-t-tmin", nfe, order, corrector)
     assert opt < 0.8 * karras, (opt, karras)
 
 
@@ -95,7 +95,7 @@ def _exact_error(law, mu, times, seed):
 
 
 def test_optimize_times_with_a_network_and_images_improves_on_its_start():
-    """The tuned steps beat the karras-t start they were searched from: by the search's own measure, against
+    """The tuned steps beat the karras-t-tmin start they were searched from: by the search's own measure, against
     an exact (DOP853) solve on the tuning images, and on images, noise and a law it never saw."""
     mu = 0.3 + 0.4 * torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     seen = []
@@ -103,7 +103,7 @@ def test_optimize_times_with_a_network_and_images_improves_on_its_start():
                                  reference_nfe=40, progress=lambda n, best: seen.append((n, best)))
     assert len(times) == 5 and times[0] == SDE.T and times[-1] == 0
     assert all(a > b for a, b in zip(times, times[1:]))
-    assert times != get_times("karras-t", SDE, 4).tolist()
+    assert times != get_times("karras-t-tmin", SDE, 4).tolist()
     # measured 0.0121 vs 0.0294 (ratio 0.41): the search moved, and the distance it reports fell
     assert info["after"] < 0.6 * info["before"], info
     # progress reports each evaluation's best so far: never rising, ending at the returned distance
@@ -111,11 +111,11 @@ def test_optimize_times_with_a_network_and_images_improves_on_its_start():
     assert counts == list(range(counts[0], counts[0] + len(seen))) and 10 <= len(seen) <= 40  # max_evals=40
     assert all(b <= a for (_, a), (_, b) in zip(seen, seen[1:])) and seen[-1][1] == info["after"]
     # the returned times (not only the reported number) are better, measured against the exact ODE solution
-    tuned, start = _exact_error(LAW, mu, times, 0), _exact_error(LAW, mu, "karras-t", 0)
+    tuned, start = _exact_error(LAW, mu, times, 0), _exact_error(LAW, mu, "karras-t-tmin", 0)
     assert tuned < 0.6 * start, (tuned, start)  # measured 0.0121 vs 0.0295
     # held out: other images, another x_T and a law it was not tuned on (measured 0.0097 vs 0.0168)
     mu2 = 0.3 + 0.4 * torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    tuned, start = _exact_error(HELD_OUT, mu2, times, 1), _exact_error(HELD_OUT, mu2, "karras-t", 1)
+    tuned, start = _exact_error(HELD_OUT, mu2, times, 1), _exact_error(HELD_OUT, mu2, "karras-t-tmin", 1)
     assert tuned < 0.75 * start, (tuned, start)
     with pytest.raises(ValueError, match="both model_fn and mu"):
         optimize_times(SDE, 4, model_fn=Oracle(LAW, SDE, "noise"))
@@ -145,7 +145,7 @@ def test_explicit_times_list_and_yaml_file(tmp_path):
     for out, called, reached in runs:
         assert called == pytest.approx(times[:-1], abs=1e-4) and reached == pytest.approx(times[1:], abs=1e-4)
         assert torch.equal(out, runs[0][0])
-    for other in ([100, 60, 30, 10, 0], None):  # other explicit times, and the default (karras-t)
+    for other in ([100, 60, 30, 10, 0], None):  # other explicit times, and the default (karras-t-tmin)
         out, called, _ = _run_recording_times(other)
         assert called != pytest.approx(times[:-1], abs=1e-4)
         assert other is None or called == pytest.approx(other[:-1], abs=1e-4)

@@ -14,7 +14,7 @@ ignoring `denoise_last`; every name means one thing (`euler` is always Euler-Mar
 reverse SDE unless `solver="ode"` is asked for).
 
 MR defaults (see docs/SAMPLERS.md for the measurements behind them): ODE solver, second order, data
-parameterization, `karras-t` times with t_min = 3, order lowered on the final steps, NFE 10. The
+parameterization, `karras-t-tmin` times with t_min = 3, order lowered on the final steps, NFE 10. The
 baselines default to IR-SDE's settings: nfe = T on the `linspace` grid.
 
 Noise-prediction networks: their data estimate multiplies the error of eps_hat by sigma_bar / alpha
@@ -54,7 +54,7 @@ SOLVERS = ("ode", "sde")
 PARAMETERIZATIONS = ("noise", "data")
 
 # The MR Sampler's defaults, chosen from benchmarks/sampler_quality.py (docs/SAMPLERS.md).
-MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t", t_min=DEFAULT_T_MIN)
+MR_DEFAULTS = dict(nfe=10, solver="ode", order=2, parameterization="data", time_schedule="karras-t-tmin", t_min=DEFAULT_T_MIN)
 
 _SCHEDULE = dict(time_schedule=None, lambda_min=None, t_min=None)
 # Added for noise-prediction networks (`noise_network_defaults`), measured in docs/results/noise_remedies.md:
@@ -238,12 +238,12 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
         generator: torch.Generator for the prior and the SDE noise (reproducible output).
         callback: called after each step with {'i', 't', 'x', 'x0_hat'}.
         **options: the chosen sampler's options (`SAMPLER_OPTIONS[sampler]`); any other is an error.
-            Every sampler: `time_schedule` (one of `TIME_SCHEDULES`, default "karras-t" for mr and
+            Every sampler: `time_schedule` (one of `TIME_SCHEDULES`, default "karras-t-tmin" for mr and
             "linspace" otherwise; for mr also "optimized" (stored tuned steps, `step_tables`), a YAML
             file of times, or an explicit strictly decreasing list of nfe + 1 times from at most T
             to 0), `lambda_min` (named schedules: start where lambda(t) = lambda_min if lambda(T) is
-            smaller), `t_min` (last positive time of `uniform-lambda-tmin` and `karras-t`, default 3;
-            `uniform-lambda` is the official MR Sampler's grid, which ends at its own finite lambda(0)).
+            smaller), `t_min` (last positive time of `uniform-lambda-tmin` and `karras-t-tmin`, default 3;
+            `uniform-lambda` and `karras-t` are the official MR Sampler's grids, which set their own ends).
             mr: `solver` "ode" | "sde"; `order` 1-3 (ODE) or 1-2 (SDE); `parameterization` "data"
             (x0) | "noise"; `lower_order_final` (below 10 steps, cap the order by the steps left,
             DPM-Solver's rule); `final_order` (order of the step into t = 0; default `order`, min(order,

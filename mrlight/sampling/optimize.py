@@ -96,7 +96,7 @@ class _Problem:
             self.mu, self.model_fn, self.prediction = mu.float(), model_fn, prediction
             self.x_T = sde.prior_sample(self.mu, g)
             self.ref = sample(model_fn, self.mu, sde, nfe=reference_nfe, solver="ode", order=3,
-                              parameterization="data", time_schedule="karras-t", t_min=1.0,
+                              parameterization="data", time_schedule="karras-t-tmin", t_min=1.0,
                               prediction=prediction, x_T=self.x_T)
         self.lam_start = sde.half_log_snr(torch.tensor(float(sde.T), dtype=torch.float64)).item()
         self.evaluations = 0
@@ -120,7 +120,7 @@ class _Problem:
 def optimize_times(sde: MRSDE, nfe: int, *, sample_fn: Callable, order: int = 2, corrector: str = "none", solver: str = "ode",
                    parameterization: str = "data", model_fn: Callable | None = None, mu: torch.Tensor | None = None,
                    prediction: str = "noise", pixels: int = 4000, seed: int = 0, max_evals: int | None = None,
-                   reference_nfe: int = 100, init: str = "karras-t", unic_variant: str | None = None,
+                   reference_nfe: int = 100, init: str = "karras-t-tmin", unic_variant: str | None = None,
                    progress: Callable | None = None):
     """Times (a list of nfe + 1 floats from T to 0) minimising the distance to a reference PF-ODE solve.
 
