@@ -134,8 +134,8 @@ def _say_network_defaults(restorer, sampler: dict) -> None:
     added = noise_network_defaults(restorer.prediction, restorer.sde, sampler_options(sampler))
     if added:
         print("noise-prediction checkpoint: the MR Sampler adds " + " ".join(f"sampler.{k}={v}" for k, v in added.items())
-              + f" (measured to help such networks: docs/SAMPLERS.md; sampler.thresholding=false "
-                f"sampler.t_start={restorer.sde.T:g} turn them off)")
+              + f" (measured for such networks: docs/SAMPLERS.md; sampler.thresholding=false "
+                f"sampler.t_start={restorer.sde.T:g} sampler.t_min=3 turn them off)")
 
 
 def _output_names(inputs: list[Path]) -> dict[Path, str]:

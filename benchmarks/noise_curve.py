@@ -59,6 +59,9 @@ from mrlight.sde import MRSDE  # noqa: E402
 DATA = dict(sampler="mr", solver="ode", order=2, parameterization="data")
 NOISE = dict(sampler="mr", solver="ode", order=2, parameterization="noise")
 AUTO = {**DATA, **noise_network_defaults("noise", MRSDE())}  # what a noise checkpoint gets by default
+# The noise defaults before they set t_min (x0_hat clipped, t_start; the ODE stops at the default t_min = 3):
+# the remedies study measured these, and they solve the PF-ODE to its own end (sharper, lower PSNR).
+CLIP_START = {**DATA, **noise_network_defaults("noise", MRSDE(), {"t_min": 3.0}), "t_min": 3.0}
 SAMPLERS = [
     ("MR data", 5, DATA), ("MR data", 10, DATA), ("MR data", 20, DATA),
     ("MR noise", 10, NOISE), ("MR noise", 20, NOISE),
@@ -67,8 +70,10 @@ SAMPLERS = [
     ("posterior", 20, dict(sampler="posterior")), ("posterior", 100, dict(sampler="posterior")),
     # "MR auto": the data form plus noise_network_defaults, what a noise checkpoint gets by default
     ("MR auto", 5, AUTO), ("MR auto", 10, AUTO),
+    ("MR clip+start", 5, CLIP_START), ("MR clip+start", 10, CLIP_START),
 ]
-TABLE2 = [(form, nfe, opts) for form, opts in (("MR noise", NOISE), ("MR data", DATA), ("MR auto", AUTO))
+TABLE2 = [(form, nfe, opts) for form, opts in (("MR noise", NOISE), ("MR data", DATA), ("MR clip+start", CLIP_START),
+                                               ("MR auto", AUTO))
           for nfe in (5, 10, 20, 50)]
 TABLE2 += [("posterior", 100, dict(sampler="posterior"))]
 METRICS = ("psnr", "ssim", "swd")
@@ -92,22 +97,29 @@ REMEDIES = [
     *[(f"(d) t_start={ts}", 10, _mr(t_start=ts)) for ts in (70, 60, 50)],
     ("(d') clip lambda_min=0", 10, _mr(lambda_min=0.0, **CLIP)),  # starts at t = 60.5 from x_T itself
     *[(f"(a+d) clip t_start={ts}", 10, _mr(t_start=ts, **CLIP)) for ts in (80, 70, 60, 50, 40)],
-    # what mrlight.sampling.noise_network_defaults adds for a noise network (IR-SDE's standard SDE)
-    ("noise_network_defaults", 10, _mr(**noise_network_defaults("noise", MRSDE()))),
+    # what mrlight.sampling.noise_network_defaults added before it set t_min (clip + t_start, t_min 3)
+    ("clip + t_start", 10, CLIP_START),
     ("(e) SDE-2", 10, _mr(**SDE2)),
     ("(e) SDE-2 clip", 10, _mr(**SDE2, **CLIP)),
     *[(f"(e) SDE-2 clip t_start={ts}", 10, _mr(**SDE2, **CLIP, t_start=ts)) for ts in (70, 60, 50)],
     ("default", 5, _mr()),
     ("(a) clip", 5, _mr(**CLIP)),
     *[(f"(a+d) clip t_start={ts}", 5, _mr(t_start=ts, **CLIP)) for ts in (70, 60, 50)],
-    ("noise_network_defaults", 5, _mr(**noise_network_defaults("noise", MRSDE()))),
+    ("clip + t_start", 5, CLIP_START),
     ("(e) SDE-2 clip t_start=60", 5, _mr(**SDE2, **CLIP, t_start=60)),
     ("default", 20, _mr()),
-    ("noise_network_defaults", 20, _mr(**noise_network_defaults("noise", MRSDE()))),
+    ("clip + t_start", 20, CLIP_START),
     # (f) the first-order ODE with the noise-network defaults (a PSNR / swd trade-off: docs/SAMPLERS.md)
-    *[("(f) order 1 + noise_network_defaults", n, _mr(**noise_network_defaults("noise", MRSDE()), order=1))
+    *[("(f) order 1 + clip + t_start", n, {**CLIP_START, "order": 1})
       for n in (5, 10, 20)],
     *[(f"(a+d) clip t_start={ts}", 20, _mr(t_start=ts, **CLIP)) for ts in (60, 50)],
+    # (g) where the PF-ODE stops: the last step's order and the last positive time t_min (issue 16)
+    *[("(g) final_order 1 + clip + t_start", n, {**CLIP_START, "final_order": 1})
+      for n in (5, 10)],
+    *[(f"(g) t_min={tm} + clip + t_start", n, {**CLIP_START, "t_min": tm})
+      for tm in (5, 8, 12, 16, 20, 25) for n in (5, 10)],
+    # what mrlight.sampling.noise_network_defaults adds today (clip, t_start and t_min: (g) chosen)
+    *[("noise_network_defaults", n, AUTO) for n in (5, 10, 20)],
     ("posterior", 20, dict(sampler="posterior")), ("posterior", 100, dict(sampler="posterior")),
 ]
 
@@ -223,7 +235,9 @@ def table2(r: dict) -> list[str]:
     nfes = (5, 10, 20, 50)
     cell = lambda v: f"{v['psnr']:.2f} / {v['ssim']:.3f} / {v['swd']:.1f}"  # noqa: E731
     names = {"MR noise": "MR Sampler, noise form (ODE-2)", "MR data": "MR Sampler, data form (ODE-2)",
-             "MR auto": "MR Sampler, data form + noise-network defaults (mrlight's default for this checkpoint)"}
+             "MR clip+start": "MR Sampler, data form, x0_hat clipped, t_start 69.17, t_min 3 (the default before t_min)",
+             "MR auto": "MR Sampler, data form + noise-network defaults (mrlight's default for this checkpoint: "
+                        "clipped, t_start 69.17, t_min 16)"}
     lines = ["| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (1 + len(nfes)) + "|"]
     for form, name in names.items():
         lines.append(f"| {name} | " + " | ".join(cell(r[f"{form}@{n}"]) for n in nfes) + " |")
@@ -330,6 +344,47 @@ def remedies_table(rows: list[dict], keys: list[str], lq_row: dict) -> list[str]
     return lines
 
 
+def tradeoff_plot(result: dict, path: Path, title: str) -> bool:
+    """PSNR against swd for the (g) t_min sweep at NFE 5 and 10, ODE-1 and the posterior baselines, one
+    checkpoint: where each sampler sits between distortion and realism. False if the rows are missing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = {n: sorted((float(re.search(r"t_min=([0-9.]+)", k).group(1)), v) for k, v in result.items()
+                       if k.startswith("(g) t_min=") and k.endswith(f"@{n}")) for n in (5, 10)}
+    base = {n: result.get(f"clip + t_start@{n}") for n in (5, 10)}
+    if not all(sweep.values()) or not all(base.values()) or "posterior@100" not in result:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for n, marker in ((5, "o"), (10, "s")):
+        pts = [(3.0, base[n])] + sweep[n]
+        ax.plot([v["swd"] for _, v in pts], [v["psnr"] for _, v in pts], marker=marker, ms=4,
+                label=f"MR ODE-2 @{n}, t_min 3 ... {pts[-1][0]:g} (clip + t_start)")
+        for tm, v in pts:
+            ax.annotate(f"{tm:g}", (v["swd"], v["psnr"]), fontsize=7, xytext=(3, -8), textcoords="offset points")
+        if f"(f) order 1 + clip + t_start@{n}" in result:
+            v = result[f"(f) order 1 + clip + t_start@{n}"]
+            ax.plot([v["swd"]], [v["psnr"]], marker, color="tab:red", mfc="none", label=f"MR ODE-1 @{n}, t_min 3")
+    for n, color in ((20, "0.6"), (100, "black")):
+        if f"posterior@{n}" in result:
+            v = result[f"posterior@{n}"]
+            ax.plot([v["swd"]], [v["psnr"]], "*", ms=12, color=color, label=f"posterior@{n}")
+    post = result["posterior@100"]
+    ax.axhline(post["psnr"] - 0.1, color="black", lw=0.6, ls=":", label="posterior@100 - 0.1 dB")
+    ax.axvline(post["swd"] * 1.1, color="black", lw=0.6, ls="--", label="1.1 x posterior@100's swd")
+    ax.set_xlabel("swd (x1e3, lower is more realistic)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default="", help="comma-separated run folders (step_<N>.ckpt files)")
@@ -417,6 +472,9 @@ def main(argv=None) -> None:
              *body]
     (a.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if a.remedies and len(rows) == 1 and tradeoff_plot(rows[0], a.img_dir / f"{name}.png",
+                                                      f"{rows[0]['run']}: {len(names)} CBSD68 crops {a.crop}px, sigma 25"):
+        print(f"wrote {a.img_dir / f'{name}.png'}")
     if not (a.table2 or a.remedies) and any(len(points) > 1 for points, _ in curves.values()):
         plot(curves, a.img_dir / f"{name}.png", f"noise-prediction denoiser: {len(names)} CBSD68 crops {a.crop}px, "
                                                   f"sigma 25, same prior per row")

@@ -26,6 +26,7 @@ from mrlight.models import build_configured
 from mrlight.objectives import draw_times, loss_function, objective_loss, output_of, train_seed  # noqa: F401
 from mrlight.optim import build_optimizer, build_scheduler, warmup_cosine  # noqa: F401  (warmup_cosine: API)
 from mrlight.sampling import sample, sampler_options, with_network_defaults
+from mrlight.sampling.schedules import DEFAULT_T_MIN
 from mrlight.sde import MRSDE
 
 class NonFiniteLossError(FloatingPointError):
@@ -206,7 +207,9 @@ class MRDiffusionModule(pl.LightningModule):
             start = time.perf_counter()
             teacher = sample(self.teacher, lq.float(), self.sde, prediction=self.teacher_prediction,
                              generator=generator,
-                             **with_network_defaults({"nfe": 10}, self.teacher_prediction, self.sde)).clamp(0, 1)
+                             # the PF-ODE the student learns (teacher_trajectory: to the default t_min)
+                             **with_network_defaults({"nfe": 10, "t_min": DEFAULT_T_MIN}, self.teacher_prediction,
+                                                     self.sde)).clamp(0, 1)
             self.teacher_metrics.update(teacher, gt, lq=lq, seconds=time.perf_counter() - start)
         return {"restored": restored}  # for mrlight.callbacks.ValidationPanels
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from mrlight.analytic import GaussianMixture, Oracle, pf_ode_reference
-from mrlight.sampling import (NOISE_NETWORK_DEFAULTS, NOISE_START_AMPLIFICATION, SAMPLER_OPTIONS, dynamic_threshold, get_times,
+from mrlight.sampling import (NOISE_END_NOISE, NOISE_NETWORK_DEFAULTS, NOISE_START_AMPLIFICATION, SAMPLER_OPTIONS, dynamic_threshold, get_times,
                               noise_network_defaults, sample)
 from mrlight.sde import MRSDE
+from mrlight.sampling.schedules import DEFAULT_T_MIN
 
 SDE = MRSDE()
 LAW = GaussianMixture()
@@ -137,7 +138,8 @@ def test_clipping_is_refused_by_the_noise_parameterization():
 def test_noise_network_defaults_are_mr_options_for_noise_networks_only():
     assert noise_network_defaults("data") == {} and noise_network_defaults("velocity") == {}
     opts = noise_network_defaults("noise")
-    assert opts == dict(NOISE_NETWORK_DEFAULTS, t_start=opts["t_start"]) and set(opts) <= set(SAMPLER_OPTIONS["mr"])
+    assert opts == dict(NOISE_NETWORK_DEFAULTS, t_start=opts["t_start"], t_min=opts["t_min"])
+    assert set(opts) <= set(SAMPLER_OPTIONS["mr"])
     assert opts["thresholding"] is True and opts["threshold_max"] == 1.0
     with pytest.raises(ValueError, match="valid: noise, data, velocity"):
         noise_network_defaults("score")
@@ -159,17 +161,33 @@ def test_noise_network_defaults_start_where_sigma_bar_over_alpha_is_the_set_ampl
     assert noise_network_defaults("noise", MRSDE(max_sigma=0.5))["t_start"] == 100.0
 
 
+@pytest.mark.parametrize("max_sigma,expected", [(50, 16.02), (10, 41.82)])
+def test_noise_network_defaults_end_where_sigma_bar_over_alpha_is_the_set_noise(max_sigma, expected):
+    """t_min (the last positive time, whose x0_hat is returned) is where sigma_bar / alpha = NOISE_END_NOISE."""
+    sde = MRSDE(max_sigma=max_sigma)
+    tm = noise_network_defaults("noise", sde)["t_min"]
+    assert tm == pytest.approx(expected, abs=0.01)
+    t = torch.tensor(tm, dtype=torch.float64)
+    assert (sde.sigma_bar(t) / sde.alpha(t)).item() == pytest.approx(NOISE_END_NOISE, rel=2e-3)
+    # the network is called at t_min last
+    net = Recorder()
+    sample(net, _mu(8), sde, prediction="noise", nfe=5, **noise_network_defaults("noise", sde))
+    assert net.t[-1] == pytest.approx(tm, abs=1e-4)
+
+
 @pytest.mark.parametrize("options,expected", [
     (dict(sampler="posterior"), set()),
     (dict(parameterization="noise"), {"t_start"}),
     (dict(time_schedule="optimized"), {"thresholding", "threshold_max"}),
     (dict(time_schedule=[100, 50, 20, 10, 5, 0]), {"thresholding", "threshold_max"}),
-    (dict(lambda_min=-2.0), {"thresholding", "threshold_max"}),
-    (dict(t_start=80.0), {"thresholding", "threshold_max"}),
-    (dict(thresholding=True), {"t_start"}),
-    (dict(thresholding=False), {"t_start"}),
+    (dict(lambda_min=-2.0), {"thresholding", "threshold_max", "t_min"}),
+    (dict(t_start=80.0), {"thresholding", "threshold_max", "t_min"}),
+    (dict(thresholding=True), {"t_start", "t_min"}),
+    (dict(thresholding=False), {"t_start", "t_min"}),
     (dict(threshold_max=1.2, time_schedule="linspace"), {"thresholding", "t_start"}),
-    (dict(solver="sde", order=1, nfe=5), {"thresholding", "threshold_max", "t_start"}),
+    (dict(time_schedule="karras-t"), {"thresholding", "threshold_max", "t_start"}),
+    (dict(t_min=5.0), {"thresholding", "threshold_max", "t_start"}),
+    (dict(solver="sde", order=1, nfe=5), {"thresholding", "threshold_max", "t_start", "t_min"}),
 ])
 def test_noise_network_defaults_add_only_what_fits_the_callers_options(options, expected):
     """The caller's options win, and a default that the chosen options would refuse is left out, so
@@ -183,8 +201,9 @@ def test_noise_network_defaults_add_only_what_fits_the_callers_options(options, 
 
 
 def test_noise_network_defaults_beat_the_default_on_a_noisy_oracle():
-    """An exact noise predictor plus a small error e (1% of the noise): the defaults for noise networks
-    bring the 10-step ODE closer to the exact PF-ODE solution than the plain default does."""
+    """An exact noise predictor plus a small error e (1% of the noise): clipping and the later start
+    bring the 10-step ODE closer to the exact PF-ODE solution than the plain default does (all three end
+    at the default t_min = 3: the noise defaults' own t_min sets where the solve stops, another test)."""
     mu = torch.full((1, 1, 40, 50), 0.5)
     oracle = Oracle(LAW, SDE, "noise")
 
@@ -195,7 +214,8 @@ def test_noise_network_defaults_beat_the_default_on_a_noisy_oracle():
     x_T = SDE.prior_sample(mu, torch.Generator().manual_seed(5))
     exact = sample(oracle, mu, SDE, nfe=10, x_T=x_T, prediction="noise")
     plain = sample(noisy, mu, SDE, nfe=10, x_T=x_T, prediction="noise")
-    fixed = sample(noisy, mu, SDE, nfe=10, x_T=x_T, prediction="noise", **noise_network_defaults("noise"))
+    fixed = sample(noisy, mu, SDE, nfe=10, x_T=x_T, prediction="noise",
+                   **noise_network_defaults("noise", SDE, {"t_min": DEFAULT_T_MIN}), t_min=DEFAULT_T_MIN)
     assert (fixed - exact).abs().mean() < 0.5 * (plain - exact).abs().mean()
 
 

@@ -150,6 +150,7 @@ def test_sample_py_says_what_it_adds_for_a_noise_checkpoint(load_tiny, env, tmp_
     assert sample.main([f"ckpt={path}", f"input={tiny_root / 'tiny' / 'val' / 'LQ' / 'img00.png'}",
                         f"output={tmp_path / 'o'}", "sampler.nfe=4", "lpips=false", "progress=false"]) == 0
     out = capsys.readouterr().out
-    said = "sampler.thresholding=True sampler.threshold_max=1.0 sampler.t_start=" in out and "turn them off" in out
+    said = ("sampler.thresholding=True sampler.threshold_max=1.0 sampler.t_min=16.02 sampler.t_start=" in out
+            and "turn them off" in out)
     assert said == (prediction == "noise"), out
     assert (tmp_path / "o" / "img00.png").exists()

@@ -62,6 +62,10 @@ _SCHEDULE = dict(time_schedule=None, lambda_min=None, t_min=None)
 # enters x0_hat, has fallen to NOISE_START_AMPLIFICATION (t_start = 69.2 on IR-SDE's grid, max_sigma 50).
 NOISE_NETWORK_DEFAULTS = dict(thresholding=True, threshold_max=1.0)
 NOISE_START_AMPLIFICATION = 2.0
+# And the last positive time t_min where sigma_bar / alpha = NOISE_END_NOISE (t_min = 16 on IR-SDE's grid,
+# max_sigma 50), from which the last step returns x0_hat: the operating point of IR-SDE's posterior
+# sampling at 100 steps, in PSNR and realism (docs/SAMPLERS.md "Noise-prediction checkpoints").
+NOISE_END_NOISE = 16 / 255
 # Every option each sampler takes, with its default (None: decided from the other options).
 SAMPLER_OPTIONS: dict[str, dict] = {
     "mr": dict(solver="ode", order=None, parameterization="data", **_SCHEDULE, lower_order_final=True,
@@ -76,7 +80,8 @@ SAMPLER_OPTIONS: dict[str, dict] = {
 __all__ = ["sample", "sampler_options", "SAMPLERS", "SAMPLER_OPTIONS", "SOLVERS", "PARAMETERIZATIONS",
            "TIME_SCHEDULES", "TIME_SCHEDULE_NAMES", "CORRECTORS", "MR_DEFAULTS", "NonFiniteError", "OptionError",
            "get_times", "check_times", "optimize_times", "optimized_times", "dynamic_threshold",
-           "noise_network_defaults", "with_network_defaults", "NOISE_NETWORK_DEFAULTS", "NOISE_START_AMPLIFICATION"]
+           "noise_network_defaults", "with_network_defaults", "NOISE_NETWORK_DEFAULTS", "NOISE_START_AMPLIFICATION",
+           "NOISE_END_NOISE"]
 
 
 class OptionError(ValueError):
@@ -199,14 +204,17 @@ def noise_network_defaults(prediction: str, sde: MRSDE | None = None, options: d
     if prediction != "noise" or o.get("sampler", "mr") != "mr":
         return {}
     sde = sde if sde is not None else MRSDE()
-    out = dict(NOISE_NETWORK_DEFAULTS) if o.get("parameterization", "data") == "data" else {}
+    data_form = o.get("parameterization", "data") == "data"
+    out = dict(NOISE_NETWORK_DEFAULTS) if data_form else {}
     if "thresholding" in o:
         out = {}
     lam = torch.tensor(-math.log(NOISE_START_AMPLIFICATION), dtype=torch.float64)
     t_start = min(round(sde.t_from_lambda(lam).item(), 2), float(sde.T))
     schedule = o.get("time_schedule")
     named = schedule is None or (isinstance(schedule, str) and schedule in TIME_SCHEDULES)
-    t_min = DEFAULT_T_MIN if o.get("t_min") is None else o["t_min"]
+    if data_form and "t_min" not in o and (schedule is None or schedule in T_MIN_SCHEDULES):
+        out["t_min"] = round(sde.t_from_lambda(torch.tensor(-math.log(NOISE_END_NOISE), dtype=torch.float64)).item(), 2)
+    t_min = out.get("t_min", DEFAULT_T_MIN if o.get("t_min") is None else o["t_min"])
     if named and o.get("lambda_min") is None and t_start > t_min:
         out["t_start"] = t_start
     return {k: v for k, v in out.items() if k not in o}
