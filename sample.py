@@ -130,12 +130,13 @@ def _dry_run(restorer, sampler: dict) -> None:
 def _say_network_defaults(restorer, sampler: dict) -> None:
     """Say which options a noise-prediction checkpoint gets added (mrlight.sampling.with_network_defaults)."""
     from mrlight.sampling import noise_network_defaults, sampler_options
+    from mrlight.sampling.schedules import DEFAULT_T_MIN
 
     added = noise_network_defaults(restorer.prediction, restorer.sde, sampler_options(sampler))
     if added:
         print("noise-prediction checkpoint: the MR Sampler adds " + " ".join(f"sampler.{k}={v}" for k, v in added.items())
               + f" (measured for such networks: docs/SAMPLERS.md; sampler.thresholding=false "
-                f"sampler.t_start={restorer.sde.T:g} sampler.t_min=3 turn them off)")
+                f"sampler.t_start={restorer.sde.T:g} sampler.t_min={DEFAULT_T_MIN:g} turn them off)")
 
 
 def _output_names(inputs: list[Path]) -> dict[Path, str]:

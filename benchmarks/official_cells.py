@@ -397,6 +397,11 @@ def _law_scales(law_name, pixels, seeds):
     return floor, wasserstein1(torch.zeros(pixels, dtype=torch.float64), law)
 
 
+# How a table cell marks each verdict of `_verdict`.
+_MARK = {"both diverged": " (both diverged)", "mrlight better": "", "equal within 2 x floor": " (=)",
+         "**official better**": " **(official better)**"}
+
+
 def _verdict(mine, off, floor, trivial):
     if min(mine, off) > trivial:
         return "both diverged"
@@ -465,8 +470,7 @@ def karras_t_grids(sde, mu, seeds):
                     totals[sched] += min(m, trivial)
                     v = _verdict(m, off, floor, trivial)
                     counts[sched][(n, v)] = counts[sched].get((n, v), 0) + 1
-                    cells.append(f"{m:.4f}" + {"both diverged": " (both diverged)", "mrlight better": "",
-                                               "equal within 2 x floor": " (=)", "**official better**": " **(official better)**"}[v])
+                    cells.append(f"{m:.4f}{_MARK[v]}")
                 print(f"| {solver} | {order} | {param} | {n} | {law_name} | {off:.4f} | " + " | ".join(cells) + " |")
     kinds = ["mrlight better", "equal within 2 x floor", "**official better**", "both diverged"]
     print("\n| grid | NFE | " + " | ".join(k.strip("*") for k in kinds) + " |\n|---|---|" + "---|" * len(kinds))
@@ -502,8 +506,7 @@ def all_cells(sde, mu, seeds):
                 if v.startswith("**"):
                     behind.append((law_name, solver, order, param, sched, n, m_off, m_mine, min(b - a for a, b in zip(off, mine)),
                                    max(b - a for a, b in zip(off, mine))))
-                mark = {"both diverged": " (both diverged)", "mrlight better": "", "equal within 2 x floor": " (=)",
-                        "**official better**": " **(official better)**"}[v]
+                mark = _MARK[v]
                 cells.append(f"{m_off:.4f} / {m_mine:.4f}{mark}")
                 diffs = [b - a for a, b in zip(off, mine)]
                 spreads.append(f"{min(diffs):+.4f} .. {max(diffs):+.4f}")

@@ -138,9 +138,10 @@ def teacher_trajectory(teacher_fn: Callable, mu: torch.Tensor, sde: MRSDE, times
     The sampler (default: mrlight's ODE-2 in the data form; `teacher_kwargs` are passed on to
     `sample`) runs on `teacher_grid(sde, times, teacher_nfe)`, which contains `times`. A `t_start`
     in `teacher_kwargs` (what a noise teacher is sampled with, `noise_network_defaults`) is the
-    sampler's later start (their `t_min` is dropped: the teacher's PF-ODE is solved to the grid's end): from T to t_start the state moves by the exact first-order step with
+    sampler's later start: from T to t_start the state moves by the exact first-order step with
     x0_hat = mu, x_s = mu + sigma_bar(s) / sigma_bar(T) (x_T - mu), which also gives the states at
-    the `times` above t_start; the grid starts at t_start.
+    the `times` above t_start; the grid starts at t_start. A `t_min` there is dropped: the teacher's
+    PF-ODE is solved to the grid's end.
     """
     kw = dict(teacher_kwargs or {})
     kw.pop("t_min", None)  # the grid sets the last positive time (teacher_grid: karras-t-tmin's DEFAULT_T_MIN)

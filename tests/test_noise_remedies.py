@@ -149,14 +149,19 @@ def test_noise_network_defaults_are_mr_options_for_noise_networks_only():
     assert net.t[0] == pytest.approx(opts["t_start"])
 
 
+def _noise_ratio_at(sde: MRSDE, t: float) -> float:
+    """sigma_bar / alpha at t: the factor by which an error of eps_hat enters x0_hat."""
+    tt = torch.tensor(t, dtype=torch.float64)
+    return (sde.sigma_bar(tt) / sde.alpha(tt)).item()
+
+
 @pytest.mark.parametrize("max_sigma,expected", [(50, 69.17), (10, 86.67), (70, 64.98)])
 def test_noise_network_defaults_start_where_sigma_bar_over_alpha_is_the_set_amplification(max_sigma, expected):
     """t_start is where an error of eps_hat enters x0_hat multiplied by NOISE_START_AMPLIFICATION (= 2)."""
     sde = MRSDE(max_sigma=max_sigma)
     ts = noise_network_defaults("noise", sde)["t_start"]
     assert ts == pytest.approx(expected, abs=0.01)
-    t = torch.tensor(ts, dtype=torch.float64)
-    assert (sde.sigma_bar(t) / sde.alpha(t)).item() == pytest.approx(NOISE_START_AMPLIFICATION, rel=2e-3)
+    assert _noise_ratio_at(sde, ts) == pytest.approx(NOISE_START_AMPLIFICATION, rel=2e-3)
     # a schedule that never amplifies that much starts at T
     assert noise_network_defaults("noise", MRSDE(max_sigma=0.5))["t_start"] == 100.0
 
@@ -167,8 +172,7 @@ def test_noise_network_defaults_end_where_sigma_bar_over_alpha_is_the_set_noise(
     sde = MRSDE(max_sigma=max_sigma)
     tm = noise_network_defaults("noise", sde)["t_min"]
     assert tm == pytest.approx(expected, abs=0.01)
-    t = torch.tensor(tm, dtype=torch.float64)
-    assert (sde.sigma_bar(t) / sde.alpha(t)).item() == pytest.approx(NOISE_END_NOISE, rel=2e-3)
+    assert _noise_ratio_at(sde, tm) == pytest.approx(NOISE_END_NOISE, rel=2e-3)
     # the network is called at t_min last
     net = Recorder()
     sample(net, _mu(8), sde, prediction="noise", nfe=5, **noise_network_defaults("noise", sde))

@@ -184,6 +184,11 @@ def _check_t_start(o: dict, sde: MRSDE) -> None:
                                      f"time_schedule={schedule!r}")
 
 
+def _time_where_noise_ratio(sde: MRSDE, u: float) -> float:
+    """The time (2 decimals) where sigma_bar / alpha = u, i.e. lambda = -ln u."""
+    return round(sde.t_from_lambda(torch.tensor(-math.log(u), dtype=torch.float64)).item(), 2)
+
+
 def noise_network_defaults(prediction: str, sde: MRSDE | None = None, options: dict | None = None) -> dict:
     """Options of the MR Sampler to add for a network that predicts `prediction` (empty unless "noise").
 
@@ -208,12 +213,11 @@ def noise_network_defaults(prediction: str, sde: MRSDE | None = None, options: d
     out = dict(NOISE_NETWORK_DEFAULTS) if data_form else {}
     if "thresholding" in o:
         out = {}
-    lam = torch.tensor(-math.log(NOISE_START_AMPLIFICATION), dtype=torch.float64)
-    t_start = min(round(sde.t_from_lambda(lam).item(), 2), float(sde.T))
+    t_start = min(_time_where_noise_ratio(sde, NOISE_START_AMPLIFICATION), float(sde.T))
     schedule = o.get("time_schedule")
     named = schedule is None or (isinstance(schedule, str) and schedule in TIME_SCHEDULES)
     if data_form and "t_min" not in o and (schedule is None or schedule in T_MIN_SCHEDULES):
-        out["t_min"] = round(sde.t_from_lambda(torch.tensor(-math.log(NOISE_END_NOISE), dtype=torch.float64)).item(), 2)
+        out["t_min"] = _time_where_noise_ratio(sde, NOISE_END_NOISE)
     t_min = out.get("t_min", DEFAULT_T_MIN if o.get("t_min") is None else o["t_min"])
     if named and o.get("lambda_min") is None and t_start > t_min:
         out["t_start"] = t_start
