@@ -42,17 +42,22 @@ laws (the two above and the held-out law of tests/test_sampler_v2.py):
     sampler with the official last step and on the official times), the spread of the output for
     single Gaussian laws, and the stability of the noise-form SDE-2 recursion for a point mass.
 
-12. karras-t (since issue 18's second round the official grid: rho 7 from T down to t = 1, that last
-    point replaced by t = 0) against karras-t-tmin (mrlight's default, named karras-t before) on every
-    configuration the official code runs on its karras-t grid.
+12. karras-t (since issue 18's second round the official grid: rho 7 from T down to t = 1; since the
+    third round it stops there, as the official sampler does) against karras-t-tmin (mrlight's
+    default, named karras-t before) on every configuration the official code runs on its karras-t grid.
+13. The third-order coefficient: mrlight's ODE-3 noise form with its exact coefficient of the second
+    derivative against the same sampler with that coefficient halved, as the official code's phi_3
+    term has it, on mrlight's own grids, four laws, NFE 5/10/20 (the one cell behind the official
+    rules at NFE 10 is an ODE-3 noise cell).
 
     python benchmarks/official_cells.py                  # all sections, about 40 minutes on one CPU core
-    python benchmarks/official_cells.py --sections 9 10 11 12   # issue 18 only
+    python benchmarks/official_cells.py --sections 9 10 11 12 13   # issue 18 only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -304,7 +309,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="seeds for the seed means of sections 5 and 9-11")
     p.add_argument("--cache", type=Path, default=None,
                    help="JSON file of the W1 runs of sections 9-11, read first and written after each section")
-    p.add_argument("--sections", type=int, nargs="+", default=list(range(1, 13)), choices=range(1, 13),
+    p.add_argument("--sections", type=int, nargs="+", default=list(range(1, 14)), choices=range(1, 14),
                    help="sections to run (1-3 and 4 run together; default: all)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -353,7 +358,8 @@ def main(argv=None):
     sections = {5: lambda: seed_means(sde, mu, a.seeds, floor), 6: lambda: global_end_point(sde, mu, t_end, a.seed, floor),
                 7: lambda: noise_form_end(sde, mu, a.seed), 8: lambda: uniform_lambda_t_min(sde, mu, a.seed, floor),
                 9: lambda: uniform_lambda_grids(sde, mu, a.seeds), 10: lambda: all_cells(sde, mu, a.seeds),
-                11: lambda: noise_sde2_cells(sde, mu, a.seeds), 12: lambda: karras_t_grids(sde, mu, a.seeds)}
+                11: lambda: noise_sde2_cells(sde, mu, a.seeds), 12: lambda: karras_t_grids(sde, mu, a.seeds),
+                13: lambda: third_order_coefficient(sde, mu, a.seeds)}
     if a.cache is not None and a.cache.is_file():
         _RUNS.update({tuple(json.loads(k)): v for k, v in json.loads(a.cache.read_text()).items()})
     for k in sorted(set(a.sections) & set(sections)):
@@ -619,6 +625,51 @@ def noise_sde2_cells(sde, mu, seeds):
           "the first-order step is stable at every h. Steps in lambda of the grids at NFE 10: "
           + "; ".join(f"{s} " + ", ".join(f"{v:.2f}" for v in sde.half_log_snr(get_times(s, sde, 10)[:-1]).diff().tolist())
                       for s in ("linspace", "karras-t", "uniform-lambda")) + ".")
+
+
+@contextlib.contextmanager
+def official_third_order_term():
+    """mrlight's sampler with the coefficient of the second derivative halved in every third-order step
+    (the official phi_3 term, DPM-Solver++(3M)'s: (phi_2 / h - 1/2) D2 with D2 ~ h^2 f'' / 2)."""
+    exact = mr_module._kernel_coefficients
+
+    def halved(kind, h, k, c=1.0):
+        out = exact(kind, h, k, c)
+        if k == 3:
+            out[2] *= 0.5
+        return out
+
+    mr_module._kernel_coefficients = halved
+    try:
+        yield
+    finally:
+        mr_module._kernel_coefficients = exact
+
+
+def third_order_coefficient(sde, mu, seeds):
+    """Section 13: ODE-3 noise form, exact vs halved third-order coefficient, on mrlight's grids."""
+    print(f"\n### ODE-3 noise form: the exact third-order coefficient against the official halved one "
+          f"(seed means, seeds 0-{seeds - 1})\n")
+    print("mrlight's `sample()` (order 3, noise parameterization, its defaults otherwise) with the exact coefficient "
+          "of the second derivative and with it halved as in the official code; 'tie' is within 2 x floor.\n")
+    print("| law | schedule | NFE | exact | halved | better |\n|---|---|---|---|---|---|")
+    totals, wins = {"exact": 0.0, "halved": 0.0}, {"exact": 0, "halved": 0, "tie": 0}
+    for law_name in list(LAWS) + ["narrow"]:
+        law = _law(law_name)
+        floor, _ = _law_scales(law_name, mu.numel(), seeds)
+        for sched in ("linspace", "karras-t-tmin", "uniform-lambda-tmin", "quadratic-t"):
+            for n in NFES:
+                m = {}
+                for name in totals:
+                    with official_third_order_term() if name == "halved" else contextlib.nullcontext():
+                        m[name] = sum(mrlight_w1(law, sde, mu, n, "ode", 3, "noise", sched, s) for s in range(seeds)) / seeds
+                    totals[name] += m[name]
+                d = m["halved"] - m["exact"]
+                better = "tie" if abs(d) <= 2 * floor else "halved" if d < 0 else "exact"
+                wins[better] += 1
+                print(f"| {law_name} | {sched} | {n} | {m['exact']:.4f} | {m['halved']:.4f} | {better} |")
+    print(f"\nSummed W1: exact {totals['exact']:.4f}, halved {totals['halved']:.4f}; better by more than 2 x floor: "
+          f"exact in {wins['exact']}, halved in {wins['halved']}, tie in {wins['tie']} of {sum(wins.values())}.")
 
 
 if __name__ == "__main__":

@@ -89,8 +89,11 @@ def student_times(sde: MRSDE, calls: int, schedule: str = DEFAULT_STUDENT_SCHEDU
     if calls == 1:
         return [start, 0.0]
     if t_start is None:
-        return get_times(schedule, sde, calls, t_min=t_min).tolist()
-    return TIME_SCHEDULES[schedule](sde, calls, start, min(t_min, start)).tolist()
+        times = get_times(schedule, sde, calls, t_min=t_min)
+    else:
+        times = TIME_SCHEDULES[schedule](sde, calls, start, min(t_min, start))
+    times[-1] = 0.0  # the student's last call returns x0: its times end at 0 (the official grids stop earlier)
+    return times.tolist()
 
 
 def refine(sde: MRSDE, times: Sequence[float], levels: int, t_floor: float = DEFAULT_T_MIN) -> list[float]:

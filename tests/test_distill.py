@@ -114,6 +114,17 @@ def test_ode_step_is_the_mr_samplers_first_order_step():
     assert ode_step_coefficients(SDE, 30.0, 0.0) == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("calls", [2, 4])
+def test_student_times_are_the_official_grid_s_points_ending_at_zero(calls):
+    """The official uniform-lambda grid stops at a positive time; a student's last call returns x0, so
+    its times keep the grid's points and end at t = 0."""
+    from mrlight.sampling import get_times
+
+    grid = get_times("uniform-lambda", SDE, calls).tolist()
+    times = student_times(SDE, calls)
+    assert grid[-1] > 0 and times[-1] == 0.0 and times[:-1] == grid[:-1]
+
+
 def test_teacher_trajectory_ends_where_the_mr_sampler_ends():
     mu = mu_fn(torch.Generator().manual_seed(0))
     x_T = SDE.prior_sample(mu, torch.Generator().manual_seed(1))

@@ -1,7 +1,9 @@
 """The official MR Sampler's rules where mrlight promises them (issue 18).
 
-- `uniform-lambda` is the official grid (its 'linear-lambda'), built here independently from the
-  official code's formulas in numpy; mrlight's own variant, `uniform-lambda-tmin`, still ends at t = 0.
+- `uniform-lambda` and `karras-t` are the official grids (its 'linear-lambda' and 'karras-t'), checked
+  against the official code's formulas restated here in numpy, including where they end: at a
+  positive time where every sampler stops with the official noise left; mrlight's own variants,
+  `uniform-lambda-tmin` and `karras-t-tmin`, end at t = 0.
 - One step of the MR SDE solver of order 2 equals the official formula term by term, and the
   noise-form SDE-2's step into t = 0 stays mrlight's (docs/SAMPLERS.md, "Against the official MR
   Sampler rules"): the official last step spreads a law narrower than the noise left at the last
@@ -30,8 +32,8 @@ from reference_samplers import DaclipGrid, official_mr_sample, official_times  #
 SDES = [MRSDE(), MRSDE(T=200, max_sigma=30, schedule="linear", eps=0.01)]
 
 
-def official_linear_lambda(T: int, max_sigma: float, schedule: str, eps: float, n: int) -> np.ndarray:
-    """The official code's 'linear-lambda' times, from its formulas (DA-CLIP's IRSDE grid, numpy float64)."""
+def official_lambda_table(T: int, max_sigma: float, schedule: str, eps: float) -> np.ndarray:
+    """lambda at t = 0..T on the official code's grid (DA-CLIP's IRSDE), from its formulas (numpy float64)."""
     if schedule == "cosine":  # cosine_theta_schedule: T + 2 steps, s = 0.008, truncated to T + 1 thetas
         x = np.linspace(0, T + 2, T + 3)
         ac = np.cos(((x / (T + 2)) + 0.008) / 1.008 * math.pi * 0.5) ** 2
@@ -43,27 +45,37 @@ def official_linear_lambda(T: int, max_sigma: float, schedule: str, eps: float, 
     dt = -math.log(eps) / cum[-1]
     alpha = np.exp(-cum * dt)
     sigma = max_sigma / 255 * np.sqrt(1 - np.exp(-2 * cum * dt))
-    lam = np.log(alpha) - np.log(sigma)  # decreasing in t, finite at t = 0
-    targets = np.linspace(lam.min(), lam.max(), n + 1)
-    return np.interp(targets, lam[::-1], np.arange(T + 1, dtype=np.float64)[::-1])
+    return np.log(alpha) - np.log(sigma)  # decreasing in t, finite at t = 0
+
+
+def official_linear_lambda(T: int, max_sigma: float, schedule: str, eps: float, n: int) -> np.ndarray:
+    """The official code's 'linear-lambda' lambdas: n + 1 equally spaced from lambda(T) to its finite lambda(0)."""
+    lam = official_lambda_table(T, max_sigma, schedule, eps)
+    return np.linspace(lam.min(), lam.max(), n + 1)
 
 
 @pytest.mark.parametrize("sde", SDES, ids=["cosine-50", "linear-30-T200"])
-@pytest.mark.parametrize("n", [1, 2, 5, 10, 20, 37])
-def test_uniform_lambda_is_the_official_grid(sde, n):
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 20, 37, 100])
+def test_uniform_lambda_is_the_official_grid_and_stops_where_it_stops(sde, n):
     ref = official_linear_lambda(sde.T, sde.max_sigma * 255, sde.schedule, sde.eps, n)
     t = get_times("uniform-lambda", sde, n)
-    assert t.dtype == torch.float64 and t[0].item() == sde.T and t[-1].item() == 0.0
-    np.testing.assert_allclose(t.numpy(), ref, rtol=0, atol=1e-9)
+    assert t.dtype == torch.float64 and t.shape == (n + 1,) and t[0].item() == sde.T
+    assert bool((t.diff() < 0).all())
+    lam = sde.half_log_snr(t).numpy()
+    # the official end: its finite lambda(0), a positive time on mrlight's grid (t = 0.362 for MRSDE())
+    assert t[-1].item() > 0.3 and lam[-1] == pytest.approx(ref[-1], abs=1e-9)
+    # equal steps in lambda at the official noise levels (both grids have the same lambda(T))
+    np.testing.assert_allclose(lam, ref, rtol=0, atol=1e-9)
     # t_min does not move it: the official grid has no t_min
     assert torch.equal(get_times("uniform-lambda", sde, n, t_min=1.0), t)
 
 
 def test_uniform_lambda_agrees_with_the_benchmarks_restatement_and_calls_the_network_there():
-    sde = MRSDE()
-    for n in (5, 10, 20):
-        assert torch.allclose(get_times("uniform-lambda", sde, n), official_times(DaclipGrid(), n, "uniform-lambda"),
-                              rtol=0, atol=1e-9)
+    sde, grid = MRSDE(), DaclipGrid()
+    for n in (5, 10, 20):  # the official times mapped to mrlight's grid by their lambda
+        official = official_times(grid, n, "uniform-lambda")
+        lam = grid.interp(official, grid.t, grid.lam)
+        assert torch.allclose(sde.half_log_snr(get_times("uniform-lambda", sde, n)), lam, rtol=0, atol=1e-9)
     seen = []
 
     def model(x, mu, t):
@@ -72,8 +84,33 @@ def test_uniform_lambda_agrees_with_the_benchmarks_restatement_and_calls_the_net
 
     sample(model, torch.full((1, 1, 2, 2), 0.5), sde, nfe=10, time_schedule="uniform-lambda",
            generator=torch.Generator().manual_seed(0))
-    official = official_linear_lambda(100, 50, "cosine", 0.005, 10)[:-1]
-    np.testing.assert_allclose(seen, official.astype(np.float32), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(seen, get_times("uniform-lambda", sde, 10)[:-1].float().numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule, noise_left", [("uniform-lambda", "official"), ("karras-t", 1.0),
+                                                 ("uniform-lambda-tmin", 0.0), ("karras-t-tmin", 0.0)])
+@pytest.mark.parametrize("sampler, options", [("mr", dict(order=2)), ("mr", dict(order=1, solver="sde")),
+                                              ("posterior", {})])
+def test_official_grids_stop_with_the_official_noise_left(schedule, noise_left, sampler, options):
+    """A point-mass law (x0 = mu + 0.1): the exact x0_hat leaves the prior's noise scaled to sigma_bar of the last
+    time, so the output's spread is the noise the grid leaves: the official one for the official grids
+    (sigma_bar 0.0022 at lambda 6.11, sigma_bar(1) = 0.0037), none for mrlight's variants."""
+    sde = MRSDE()
+    law = GaussianMixture(weights=[1.0], means=[0.1], stds=[1e-6])
+    mu = torch.full((40, 1, 25, 25), 0.5)
+    oracle = Oracle(law, sde)
+    out = sample(oracle, mu, sde, sampler=sampler, nfe=10, time_schedule=schedule,
+                 generator=torch.Generator().manual_seed(0), **options)
+    assert oracle.calls == 10
+    if noise_left == "official":
+        noise_left = DaclipGrid().sigma[0].item()
+    elif noise_left == 1.0:
+        noise_left = sde.sigma_bar(torch.tensor(1.0, dtype=torch.float64)).item()
+    spread = (out.double() - 0.6).std().item()
+    if noise_left == 0.0:
+        assert spread < 1e-4
+    else:
+        assert spread == pytest.approx(noise_left, rel=0.05)
 
 
 @pytest.mark.parametrize("n", [1, 2, 10, 37])
@@ -96,6 +133,31 @@ def test_t_min_belongs_to_the_variant_not_to_the_official_grid():
         sample(Oracle(law, sde), mu, sde, nfe=4, time_schedule="uniform-lambda", t_min=1.0)
 
 
+@pytest.mark.parametrize("schedule", ["uniform-lambda", "karras-t"])
+@pytest.mark.parametrize("sampler, nfe", [("heun", 7), ("euler", 6), ("posterior", 6), ("mr", 6)])
+def test_every_sampler_stops_at_the_official_end_with_its_nfe(schedule, sampler, nfe):
+    """Heun's last step is Euler whether the grid ends at 0 or, as the official grids do, earlier."""
+    sde = MRSDE()
+    oracle = Oracle(GaussianMixture(), sde)
+    seen = []
+    out = sample(oracle, torch.full((1, 1, 4, 4), 0.5), sde, sampler=sampler, nfe=nfe, time_schedule=schedule,
+                 generator=torch.Generator().manual_seed(0),
+                 callback=lambda d: seen.append(d["t"]))
+    assert oracle.calls == nfe and torch.isfinite(out).all()
+    assert seen[-1] == pytest.approx(get_times(schedule, sde, (nfe + 1) // 2 if sampler == "heun" else nfe)[-1].item())
+    assert seen[-1] > 0
+
+
+@pytest.mark.parametrize("schedule", ["uniform-lambda", "karras-t"])
+def test_final_order_is_refused_on_a_grid_that_stops_before_t0(schedule):
+    sde = MRSDE()
+    with pytest.raises(ValueError, match="final_order.*stops before t = 0"):
+        sample(Oracle(GaussianMixture(), sde), torch.full((1, 1, 2, 2), 0.5), sde, nfe=5, time_schedule=schedule,
+               final_order=2)
+    sample(Oracle(GaussianMixture(), sde), torch.full((1, 1, 2, 2), 0.5), sde, nfe=5, time_schedule=f"{schedule}-tmin",
+           final_order=2)
+
+
 def official_karras_t(T: int, n: int, rho: float = 7.0) -> np.ndarray:
     """The official code's 'karras-t' times (numpy float64): rho-spacing in t from T down to t = 1."""
     i = np.linspace(0, 1, n + 1)
@@ -107,9 +169,8 @@ def official_karras_t(T: int, n: int, rho: float = 7.0) -> np.ndarray:
 def test_karras_t_is_the_official_grid_and_calls_the_network_at_its_times(sde, n):
     ref = official_karras_t(sde.T, n)
     t = get_times("karras-t", sde, n)
-    assert t.dtype == torch.float64 and t.shape == (n + 1,) and t[-1].item() == 0.0
-    assert ref[-1] == pytest.approx(1.0)  # where the official sampler stops; mrlight steps on into t = 0
-    np.testing.assert_allclose(t[:-1].numpy(), ref[:-1], rtol=0, atol=1e-9)
+    assert t.dtype == torch.float64 and t.shape == (n + 1,) and t[-1].item() == 1.0  # where the official sampler stops
+    np.testing.assert_allclose(t.numpy(), ref, rtol=0, atol=1e-9)
     seen = []
 
     def model(x, mu, tt):
@@ -124,7 +185,7 @@ def test_karras_t_is_the_official_grid_and_calls_the_network_at_its_times(sde, n
 def test_karras_t_agrees_with_the_benchmarks_restatement():
     for n in (5, 10, 20):
         official = official_times(DaclipGrid(), n, "karras-t")
-        assert torch.allclose(get_times("karras-t", MRSDE(), n)[:-1], official[:-1], rtol=0, atol=1e-9)
+        assert torch.allclose(get_times("karras-t", MRSDE(), n), official, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("n", [2, 5, 10])

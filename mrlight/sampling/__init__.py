@@ -37,8 +37,8 @@ from mrlight.sampling.common import Denoiser, dynamic_threshold
 from mrlight.sampling.distilled import Distilled, sample_distilled
 from mrlight.sampling.mr import CORRECTORS, MAX_ORDER, UNIC_VARIANTS, sample_mr
 from mrlight.sampling.optimize import optimize_times as _optimize_times
-from mrlight.sampling.schedules import (DEFAULT_T_MIN, T_MIN_SCHEDULES, TIME_SCHEDULE_NAMES, TIME_SCHEDULES,
-                                        check_times, get_times)
+from mrlight.sampling.schedules import (DEFAULT_T_MIN, OFFICIAL_END_SCHEDULES, T_MIN_SCHEDULES, TIME_SCHEDULE_NAMES,
+                                        TIME_SCHEDULES, check_times, get_times)
 from mrlight.sampling.step_tables import optimized_times
 from mrlight.sampling.times import is_times_file, resolve_times
 from mrlight.sde import MRSDE
@@ -136,6 +136,9 @@ def _check_schedule(o: dict, sampler: str) -> None:
     if o["t_min"] is not None and not (named and ts in T_MIN_SCHEDULES):
         raise OptionError("t_min", f"t_min is the last positive time of the {' and '.join(T_MIN_SCHEDULES)} "
                                    f"schedules; it is not used with time_schedule={ts!r}")
+    if o.get("final_order") is not None and named and ts in OFFICIAL_END_SCHEDULES:
+        raise OptionError("final_order", f"final_order is the order of the step into t = 0; time_schedule={ts!r} is "
+                                         f"the official grid, which stops before t = 0 (use {ts}-tmin to step into it)")
     if o["lambda_min"] is not None and not named:
         raise OptionError("lambda_min", "lambda_min applies to the named time schedules, not to optimized or "
                                         "explicit times")
@@ -255,15 +258,17 @@ def sample(model_fn: Callable, mu: torch.Tensor, sde: MRSDE, *, sampler: str = "
             file of times, or an explicit strictly decreasing list of nfe + 1 times from at most T
             to 0), `lambda_min` (named schedules: start where lambda(t) = lambda_min if lambda(T) is
             smaller), `t_min` (last positive time of `uniform-lambda-tmin` and `karras-t-tmin`, default 3;
-            `uniform-lambda` and `karras-t` are the official MR Sampler's grids, which set their own ends).
+            `uniform-lambda` and `karras-t` are the official MR Sampler's grids, which end where it stops:
+            at a positive time, returning the state with the official noise left).
             mr: `solver` "ode" | "sde"; `order` 1-3 (ODE) or 1-2 (SDE); `parameterization` "data"
             (x0) | "noise"; `lower_order_final` (below 10 steps, cap the order by the steps left,
             DPM-Solver's rule); `final_order` (order of the step into t = 0; default `order`, min(order,
             2) for the noise-form ODE without corrector; above 1 a multistep polynomial for eps in
             u = sigma_bar / alpha, or for the noise-form ODE without corrector a lambda-space step to
-            u = 1/510, where it stops); `corrector` "none" | "unic" (UniC, Zhao et al.
-            2023, no extra NFE) with `unic_variant` "bh1" | "bh2" | "exact" (default bh2 for the data
-            form, bh1 for the noise form); `denoise_last` (return x0_hat of the last evaluation);
+            u = 1/510, where it stops; refused with the official grids, which stop before t = 0);
+            `corrector` "none" | "unic" (UniC, Zhao et al. 2023, no extra NFE) with `unic_variant` "bh1"
+            | "bh2" | "exact" (default bh2 for the data form, bh1 for the noise form); `denoise_last`
+            (return x0_hat of the last evaluation);
             `thresholding` (dynamic thresholding of x0_hat, data form) with `threshold_ratio`,
             `threshold_max` (`threshold_max=1.0`: a plain clip of x0_hat to [0, 1]); `t_start` (a time
             in (t_min, T], named schedules only, not with lambda_min: start the sampler there, with the

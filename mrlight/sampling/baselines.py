@@ -79,8 +79,9 @@ def sample_heun(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: to
                 callback: Callable | None = None, **_) -> torch.Tensor:
     """Heun's method on the PF-ODE (Karras et al., 2022), 2 NFE per step; the last step is Euler.
 
-    `times` has one point per two NFE (the caller builds it); the step into t = 0 is an Euler step,
-    since sigma_bar(0) = 0 makes the score undefined there.
+    `times` has one point per two NFE (the caller builds it); the last step is an Euler step, since
+    sigma_bar(0) = 0 makes the score undefined at t = 0 (and a grid that ends at a positive time, as
+    the official MR Sampler's do, keeps the same number of calls).
     """
     if solver != "ode":
         raise ValueError("heun supports solver='ode' only")
@@ -91,7 +92,7 @@ def sample_heun(denoiser: Denoiser, x: torch.Tensor, mu: torch.Tensor, times: to
         x0_hat = denoiser.data(out, x, t) if callback is not None else None
         d1, _ = _drift(denoiser, out, x, mu, t, True)
         x_euler = x - d1 * (t - s)
-        if s > 0:
+        if i < n - 1:
             out2 = denoiser(x_euler, s, i)
             d2, _ = _drift(denoiser, out2, x_euler, mu, s, True)
             x = x - 0.5 * (d1 + d2) * (t - s)

@@ -1,15 +1,16 @@
 """Time schedules: small functions that return the decreasing times a sampler visits.
 
-Each returns a float64 tensor of n + 1 times in grid units, from `t_start` (the prior's time,
-T unless lambda_min clips it) down to exactly 0. Any solver takes any schedule (as in
+Each returns a float64 tensor of n + 1 decreasing times in grid units, from `t_start` (the
+prior's time, T unless lambda_min clips it) down to its end. Any solver takes any schedule (as in
 k-diffusion's `get_sigmas_*`).
 
-The last step always lands on t = 0, where lambda = +inf: every MR solver's exact step into
-t = 0 returns x0_hat, so no schedule leaves residual noise. `uniform-lambda` and `karras-t` are the
-official MR Sampler's grids of those names, exactly as its code builds them (network calls at the
-official times; the official last point, where it stops with noise left, becomes t = 0).
-`uniform-lambda-tmin` and `karras-t-tmin` are mrlight's variants: their last positive point is
-`t_min`, then t = 0 (`karras-t-tmin` is the MR Sampler default, docs/SAMPLERS.md).
+mrlight's grids end at t = 0, where lambda = +inf: every MR solver's exact step into t = 0 returns
+x0_hat, so they leave no residual noise. `uniform-lambda` and `karras-t` are the official MR
+Sampler's grids of those names, exactly as its code builds them, including where they end: at a
+positive time (lambda 6.11, t = 0.362; t = 1), where the official sampler stops and returns a state
+with noise left in it, and so does every sampler here (`OFFICIAL_END_SCHEDULES`). `uniform-lambda-tmin` and
+`karras-t-tmin` are mrlight's variants: their last positive point is `t_min`, then t = 0
+(`karras-t-tmin` is the MR Sampler default, docs/SAMPLERS.md).
 """
 
 from __future__ import annotations
@@ -40,31 +41,40 @@ def official_half_log_snr(sde: MRSDE) -> torch.Tensor:
     return torch.log(alpha) - torch.log(sde.max_sigma * torch.sqrt(-torch.expm1(-2 * cum * dt)))
 
 
-def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear interpolation of (xp, fp) at x, xp increasing, x within its range (float64)."""
-    idx = torch.searchsorted(xp, x).clamp(1, len(xp) - 1)
-    x0, x1, y0, y1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
-    return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
+def official_end_lambda(sde: MRSDE) -> float:
+    """lambda where the official MR Sampler stops: its grid's lambda(0) (finite: 6.11 for MRSDE())."""
+    return official_half_log_snr(sde)[0].item()
+
+
+def _uniform_in_lambda(sde: MRSDE, n: int, t_start: float, lam_end: float) -> torch.Tensor:
+    """n + 1 times equally spaced in mrlight's lambda from lambda(t_start) to lam_end."""
+    lam_start = sde.half_log_snr(torch.tensor(t_start, dtype=torch.float64)).item()
+    t = sde.t_from_lambda(torch.linspace(lam_start, lam_end, n + 1, dtype=torch.float64))
+    t[0] = t_start  # exact start despite round-off in the inverse
+    return t
 
 
 def uniform_lambda(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tensor:
-    """The official MR Sampler's grid (its 'linear-lambda'): n equal steps in its lambda, to t = 0.
+    """The official MR Sampler's grid (its 'linear-lambda'): n equal steps in lambda from lambda(t_start)
+    to the official end lambda(0) = 6.11, where the sampler stops with noise left in the state.
 
-    Built exactly as the official code builds it: lambda is tabulated at t = 0..T on the official
-    grid (`official_half_log_snr`, finite at t = 0), n + 1 equally spaced values are taken from
-    lambda(t_start) (lambda(T) unless lambda_min clips the start) to lambda(0), and each is mapped
-    back to t by piecewise-linear interpolation of that table. The times are the official ones, so
-    a network is called at the same t; on mrlight's schedule, where lambda(0) = inf, the last step
-    is the solver's step into t = 0 rather than the official step to a finite lambda.
-    `t_min` does not apply; `uniform_lambda_tmin` is the variant that ends at t_min.
+    The official code spaces its lambda, ln alpha - ln sigma_bar tabulated on its own grid
+    (`official_half_log_snr`, DA-CLIP's IRSDE), equally from lambda(T) (or lambda_min) to its
+    lambda(0), which is finite there because that grid keeps theta_0 in the cumulative sum; its last
+    step is an ordinary step to that lambda and returns the state, which still holds noise of std
+    sigma_bar = 0.0022 (max_sigma 50). Here the steps are the same steps in lambda, on mrlight's
+    lambda, so every evaluation is at the official noise level and the last point is the time where
+    mrlight's lambda reaches the official end (t = 0.362 for MRSDE()); samplers stop there, as the
+    official one does. The grid is defined by its lambdas, not its times: on DA-CLIP's grid the same
+    t is a noisier point (its theta_0), and only equal lambdas make the same discretisation.
+    `t_min` does not apply; `uniform_lambda_tmin` is mrlight's variant, which steps on into t = 0.
     """
-    lam = official_half_log_snr(sde)
-    t_grid = torch.arange(sde.T + 1, dtype=torch.float64)
-    lam_start = _interp(torch.tensor([float(t_start)], dtype=torch.float64), t_grid, lam).item()
-    targets = torch.linspace(lam_start, lam[0].item(), n + 1, dtype=torch.float64)
-    t = _interp(targets, lam.flip(0), t_grid.flip(0))  # lambda decreases in t
-    t[0], t[-1] = t_start, 0.0  # exact end points despite round-off
-    return t
+    lam_end = official_end_lambda(sde)
+    t_end = sde.t_from_lambda(torch.tensor([lam_end], dtype=torch.float64)).item()
+    if t_start <= t_end:
+        raise ValueError(f"uniform-lambda (the official grid) ends at t = {t_end:.3f} (lambda {lam_end:.2f}, where the "
+                         f"official sampler stops); it cannot start at t = {t_start:g}")
+    return _uniform_in_lambda(sde, n, t_start, lam_end)
 
 
 def uniform_lambda_tmin(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tensor:
@@ -76,11 +86,8 @@ def uniform_lambda_tmin(sde: MRSDE, n: int, t_start: float, t_min: float) -> tor
     h, and the last takes the solver's exact limit to t = 0 (docs/SAMPLERS.md: n - 1 equal steps
     plus a jump from t_min was worse at NFE 5-10).
     """
-    lam = torch.linspace(sde.half_log_snr(torch.tensor(t_start, dtype=torch.float64)).item(),
-                         sde.half_log_snr(torch.tensor(t_min, dtype=torch.float64)).item(), n + 1,
-                         dtype=torch.float64)
-    t = sde.t_from_lambda(lam)
-    t[0], t[-1] = t_start, 0.0  # exact start despite round-off in the inverse
+    t = _uniform_in_lambda(sde, n, t_start, sde.half_log_snr(torch.tensor(t_min, dtype=torch.float64)).item())
+    t[-1] = 0.0
     return t
 
 
@@ -93,9 +100,10 @@ def karras_t(sde: MRSDE, n: int, t_start: float, t_min: float, rho: float = 7.0)
 
     As its code builds it: n + 1 points (t_start^(1/rho) + i/n (1 - t_start^(1/rho)))^rho from t_start
     down to t = 1, where the official sampler stops and returns the state (noise of sigma_bar(1) left
-    in it). The network is called at the same n times here; the last point is replaced by t = 0, the
-    solver's exact step into the clean image (as for `uniform_lambda`). The official code starts at T
-    even when lambda_min clips its other grids; here the grid starts at `t_start`.
+    in it); samplers stop there too. The grid is defined in t, so these are the official times
+    (calls at the same t; the noise left at t = 1 is sigma_bar(1) of mrlight's grid, 0.0037 for
+    MRSDE(), where DA-CLIP's grid, with its theta_0, has 0.0043). The official code starts at T even
+    when lambda_min clips its other grids; here the grid starts at `t_start`.
     `t_min` does not apply; `karras_t_tmin` is mrlight's variant that ends at t_min.
     """
     if t_start <= OFFICIAL_KARRAS_T_END:
@@ -103,7 +111,7 @@ def karras_t(sde: MRSDE, n: int, t_start: float, t_min: float, rho: float = 7.0)
                          f"t = {t_start:g} (use karras-t-tmin with a smaller t_min)")
     i = torch.linspace(0, 1, n + 1, dtype=torch.float64)
     t = (t_start ** (1 / rho) + i * (OFFICIAL_KARRAS_T_END ** (1 / rho) - t_start ** (1 / rho))) ** rho
-    t[0], t[-1] = t_start, 0.0  # exact start despite round-off; the official end point becomes t = 0
+    t[0], t[-1] = t_start, OFFICIAL_KARRAS_T_END  # exact end points despite round-off
     return t
 
 
@@ -179,5 +187,7 @@ def check_times(times, sde: MRSDE, n: int, source: str = "time_schedule") -> tor
 
 
 TIME_SCHEDULE_NAMES = tuple(TIME_SCHEDULES) + ("optimized",)
+# The official MR Sampler's grids: they end at a positive time, where samplers stop with noise left.
+OFFICIAL_END_SCHEDULES = ("uniform-lambda", "karras-t")
 # Schedules whose last positive time is `t_min` (the option is refused with any other schedule).
 T_MIN_SCHEDULES = ("karras-t-tmin", "uniform-lambda-tmin")
