@@ -70,11 +70,11 @@ def uniform_lambda(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Te
     `t_min` does not apply; `uniform_lambda_tmin` is mrlight's variant, which steps on into t = 0.
     """
     lam_end = official_end_lambda(sde)
-    t_end = sde.t_from_lambda(torch.tensor([lam_end], dtype=torch.float64)).item()
-    if t_start <= t_end:
-        raise ValueError(f"uniform-lambda (the official grid) ends at t = {t_end:.3f} (lambda {lam_end:.2f}, where the "
-                         f"official sampler stops); it cannot start at t = {t_start:g}")
-    return _uniform_in_lambda(sde, n, t_start, lam_end)
+    t = _uniform_in_lambda(sde, n, t_start, lam_end)
+    if t_start <= t[-1].item():
+        raise ValueError(f"uniform-lambda (the official grid) ends at t = {t[-1].item():.3f} (lambda {lam_end:.2f}, "
+                         f"where the official sampler stops); it cannot start at t = {t_start:g}")
+    return t
 
 
 def uniform_lambda_tmin(sde: MRSDE, n: int, t_start: float, t_min: float) -> torch.Tensor:
